@@ -1,0 +1,252 @@
+package datasource
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	snapshotlisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumesnapshot/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/crossns/external-provisioner/pkg/events"
+	"github.com/crossns/external-provisioner/pkg/referencegrant"
+)
+
+// AllowVolumeModeChangeAnnotation on a VolumeSnapshotContent lets a snapshot of
+// a Filesystem volume be restored as Block (or the reverse) when the
+// conversion guard is on. Only someone who can edit contents (an admin) sets it.
+const AllowVolumeModeChangeAnnotation = "snapshot.storage.kubernetes.io/allow-volume-mode-change"
+
+// Request describes the volume being provisioned, as far as a source cares.
+type Request struct {
+	// Bytes is the capacity the claim asks for.
+	Bytes int64
+	// Mode is the claim's volume mode (Filesystem when unset).
+	Mode v1.PersistentVolumeMode
+}
+
+// Source is a resolved, checked data source.
+type Source struct {
+	Ref
+	// CrossNamespace is true when the source is in another namespace than the claim.
+	CrossNamespace bool
+	// Grant names the ReferenceGrant (in Ref.Namespace) that allowed a
+	// cross-namespace reference.
+	Grant string
+	// Content is what CreateVolume is given.
+	Content *csi.VolumeContentSource
+	// Object is the source VolumeSnapshot or PersistentVolumeClaim, for Events
+	// and protection.
+	Object any
+}
+
+// Resolver resolves and checks data sources from informer caches.
+type Resolver struct {
+	// DriverName is the CSI driver this sidecar serves; sources must belong to it.
+	DriverName string
+	// CrossNamespace is the CrossNamespaceVolumeDataSource gate.
+	CrossNamespace bool
+	// PreventVolumeModeConversion guards snapshot restores against mode changes.
+	PreventVolumeModeConversion bool
+	// Grants decides cross-namespace references; nil when the gate is off.
+	Grants referencegrant.Checker
+	// Snapshots, Contents, Claims and Volumes are informer-backed listers.
+	Snapshots snapshotlisters.VolumeSnapshotLister
+	Contents  snapshotlisters.VolumeSnapshotContentLister
+	Claims    corelisters.PersistentVolumeClaimLister
+	Volumes   corelisters.PersistentVolumeLister
+}
+
+// Resolve checks the claim's data source and returns what CreateVolume needs.
+// It returns (nil, nil) when the claim has no source this sidecar handles.
+// Failures a user can fix are *Error; anything else is transient.
+func (r *Resolver) Resolve(claim *v1.PersistentVolumeClaim, req Request) (*Source, error) {
+	ref, ok := RefOf(claim)
+	if !ok || !ref.Handled() {
+		return nil, nil
+	}
+	src := &Source{Ref: ref, CrossNamespace: ref.CrossNamespace(claim)}
+	if src.CrossNamespace {
+		// The grant is checked before anything in the other namespace is read,
+		// so a denied claim learns nothing about what exists there.
+		grant, err := r.Authorize(claim, ref)
+		if err != nil {
+			return nil, err
+		}
+		src.Grant = grant
+	}
+	var err error
+	if ref.IsSnapshot() {
+		err = r.resolveSnapshot(src, req)
+	} else {
+		err = r.resolveClaim(claim, src, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+// Authorize decides a cross-namespace reference and returns the name of the
+// grant that allows it. It is cheap (an index lookup) and is called again
+// right before CreateVolume, so a revoked grant is honoured at the last moment.
+func (r *Resolver) Authorize(claim *v1.PersistentVolumeClaim, ref Ref) (string, error) {
+	if !r.CrossNamespace || r.Grants == nil {
+		return "", &Error{Kind: Denied, Reason: events.CrossNamespaceGateDisabled, DenialReason: "gate_disabled",
+			Message: fmt.Sprintf("claim names %s in another namespace, but this csi-provisioner runs without "+
+				"--feature-gates=CrossNamespaceVolumeDataSource=true; ask the cluster admin to enable it on the sidecar "+
+				"(and on kube-apiserver and kube-controller-manager)", ref)}
+	}
+	gref := referencegrant.Reference{
+		FromGroup: "", FromKind: ClaimKind, FromNamespace: claim.Namespace,
+		ToGroup: ref.Group, ToKind: ref.Kind, ToNamespace: ref.Namespace, ToName: ref.Name,
+	}
+	d, err := r.Grants.Check(gref)
+	if err != nil {
+		if errors.Is(err, referencegrant.ErrUnavailable) {
+			return "", &Error{Kind: Denied, Reason: events.ReferenceGrantsUnavailable, DenialReason: "grants_unavailable",
+				Message: fmt.Sprintf("cannot decide whether %s may be used: %v; the claim is retried as soon as "+
+					"ReferenceGrants can be read (install the gateway.networking.k8s.io ReferenceGrant CRD and let "+
+					"the provisioner's service account list and watch referencegrants)", ref, err)}
+		}
+		return "", fmt.Errorf("checking ReferenceGrants for %s: %w", ref, err)
+	}
+	if !d.Allowed {
+		return "", &Error{Kind: Denied, Reason: events.ReferenceGrantMissing, DenialReason: "no_grant",
+			Message: fmt.Sprintf("no ReferenceGrant in namespace %q allows PersistentVolumeClaims from %q to use %s %q; "+
+				"to allow it, the owner of %q creates %s", ref.Namespace, claim.Namespace, ref.Kind, ref.Name,
+				ref.Namespace, referencegrant.Describe(gref))}
+	}
+	return d.Grant, nil
+}
+
+func (r *Resolver) resolveSnapshot(src *Source, req Request) error {
+	snap, err := r.Snapshots.VolumeSnapshots(src.Namespace).Get(src.Name)
+	if apierrors.IsNotFound(err) {
+		return invalid(reasonSourceNotFound, "%s not found", src.Ref)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src.Ref, err)
+	}
+	if snap.DeletionTimestamp != nil {
+		return invalid(reasonSourceBeingDeleted, "%s is being deleted", src.Ref)
+	}
+	if snap.Status == nil || snap.Status.BoundVolumeSnapshotContentName == nil || *snap.Status.BoundVolumeSnapshotContentName == "" {
+		return invalid(reasonSourceNotReady, "%s is not bound to a VolumeSnapshotContent yet", src.Ref)
+	}
+	if snap.Status.ReadyToUse == nil || !*snap.Status.ReadyToUse {
+		return invalid(reasonSourceNotReady, "%s is not ready to use yet", src.Ref)
+	}
+	contentName := *snap.Status.BoundVolumeSnapshotContentName
+	content, err := r.Contents.Get(contentName)
+	if apierrors.IsNotFound(err) {
+		return invalid(reasonSourceNotReady, "VolumeSnapshotContent %q of %s not found", contentName, src.Ref)
+	}
+	if err != nil {
+		return fmt.Errorf("reading VolumeSnapshotContent %q of %s: %w", contentName, src.Ref, err)
+	}
+	// A content that does not point back at this snapshot may be someone
+	// else's: following it would hand out data the grant never covered.
+	back := content.Spec.VolumeSnapshotRef
+	if back.Namespace != snap.Namespace || back.Name != snap.Name || (back.UID != "" && back.UID != snap.UID) {
+		return invalid(reasonContentNotBoundBack, "VolumeSnapshotContent %q is not bound to %s", contentName, src.Ref)
+	}
+	if content.Spec.Driver != r.DriverName {
+		return invalid(reasonDriverMismatch, "%s was taken by driver %q, not %q; restore it with a StorageClass of that driver",
+			src.Ref, content.Spec.Driver, r.DriverName)
+	}
+	if content.Status == nil || content.Status.SnapshotHandle == nil || *content.Status.SnapshotHandle == "" {
+		return invalid(reasonSourceNotReady, "VolumeSnapshotContent %q of %s has no snapshot handle yet", contentName, src.Ref)
+	}
+	if size := snap.Status.RestoreSize; size != nil && size.Value() > req.Bytes {
+		return invalid(reasonSourceTooLarge, "requested size %s is smaller than the restore size %s of %s; ask for at least %s",
+			quantity(req.Bytes), size.String(), src.Ref, size.String())
+	}
+	if err := r.checkSnapshotMode(src, content, req); err != nil {
+		return err
+	}
+	src.Content = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+		Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: *content.Status.SnapshotHandle},
+	}}
+	src.Object = snap
+	return nil
+}
+
+// checkSnapshotMode refuses to restore a snapshot into a different volume mode
+// unless an admin allowed it on the content: a Block restore of a Filesystem
+// snapshot would expose raw blocks of a file system the user may not own.
+func (r *Resolver) checkSnapshotMode(src *Source, content *snapshotv1.VolumeSnapshotContent, req Request) error {
+	if !r.PreventVolumeModeConversion || content.Spec.SourceVolumeMode == nil {
+		return nil
+	}
+	if *content.Spec.SourceVolumeMode == req.Mode {
+		return nil
+	}
+	if allowed, _ := strconv.ParseBool(content.Annotations[AllowVolumeModeChangeAnnotation]); allowed {
+		return nil
+	}
+	return invalid(reasonVolumeModeMismatch, "%s was taken from a %s volume and the claim asks for %s; "+
+		"an admin may allow it with annotation %s=true on VolumeSnapshotContent %q",
+		src.Ref, *content.Spec.SourceVolumeMode, req.Mode, AllowVolumeModeChangeAnnotation, content.Name)
+}
+
+func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, req Request) error {
+	if !src.CrossNamespace && src.Name == claim.Name {
+		return invalid(reasonSourceNotFound, "a claim cannot be cloned from itself")
+	}
+	source, err := r.Claims.PersistentVolumeClaims(src.Namespace).Get(src.Name)
+	if apierrors.IsNotFound(err) {
+		return invalid(reasonSourceNotFound, "%s not found", src.Ref)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src.Ref, err)
+	}
+	if source.DeletionTimestamp != nil {
+		return invalid(reasonSourceBeingDeleted, "%s is being deleted", src.Ref)
+	}
+	if source.Status.Phase != v1.ClaimBound || source.Spec.VolumeName == "" {
+		return invalid(reasonSourceNotReady, "%s is not bound yet", src.Ref)
+	}
+	pv, err := r.Volumes.Get(source.Spec.VolumeName)
+	if apierrors.IsNotFound(err) {
+		return invalid(reasonSourceNotReady, "PersistentVolume %q of %s not found", source.Spec.VolumeName, src.Ref)
+	}
+	if err != nil {
+		return fmt.Errorf("reading PersistentVolume %q of %s: %w", source.Spec.VolumeName, src.Ref, err)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != r.DriverName {
+		return invalid(reasonDriverMismatch, "%s is not a volume of driver %q; clone it with a StorageClass of its own driver",
+			src.Ref, r.DriverName)
+	}
+	if size, ok := source.Spec.Resources.Requests[v1.ResourceStorage]; ok && size.Value() > req.Bytes {
+		return invalid(reasonSourceTooLarge, "requested size %s is smaller than the size %s of %s; ask for at least %s",
+			quantity(req.Bytes), size.String(), src.Ref, size.String())
+	}
+	if mode := modeOf(source.Spec.VolumeMode); mode != req.Mode {
+		return invalid(reasonVolumeModeMismatch, "%s is a %s volume and the claim asks for %s; a clone keeps the source's volume mode",
+			src.Ref, mode, req.Mode)
+	}
+	src.Content = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+		Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: pv.Spec.CSI.VolumeHandle},
+	}}
+	src.Object = source
+	return nil
+}
+
+// modeOf returns the volume mode, Filesystem when unset (the API default).
+func modeOf(m *v1.PersistentVolumeMode) v1.PersistentVolumeMode {
+	if m == nil {
+		return v1.PersistentVolumeFilesystem
+	}
+	return *m
+}
+
+// ModeOf is modeOf for other packages.
+func ModeOf(m *v1.PersistentVolumeMode) v1.PersistentVolumeMode { return modeOf(m) }
+
+func quantity(bytes int64) string { return resource.NewQuantity(bytes, resource.BinarySI).String() }

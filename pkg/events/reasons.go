@@ -1,0 +1,27 @@
+// Package events holds the Event reasons the sidecar emits, in one place, so
+// that users and alerts can rely on them, and the recorder that sends them on
+// a client budget of its own.
+package events
+
+// Reasons on the claim. Messages say what to do; reasons say what happened.
+const (
+	// CrossNamespaceGateDisabled: the claim names a source in another
+	// namespace but the sidecar runs without --feature-gates=CrossNamespaceVolumeDataSource=true.
+	CrossNamespaceGateDisabled = "CrossNamespaceDataSourceDisabled"
+	// ReferenceGrantMissing: no ReferenceGrant in the source namespace allows the reference.
+	ReferenceGrantMissing = "ReferenceGrantMissing"
+	// ReferenceGrantsUnavailable: grants cannot be read (CRD missing or RBAC forbids it).
+	ReferenceGrantsUnavailable = "ReferenceGrantsUnavailable"
+	// ReferenceGrantRevoked: the grant went away while the volume was being created;
+	// what the driver created was deleted.
+	ReferenceGrantRevoked = "ReferenceGrantRevoked"
+	// ProvisionedFromSource: the volume was provisioned from a data source; the
+	// message names the source and, across namespaces, the grant.
+	ProvisionedFromSource = "ProvisionedFromDataSource"
+)
+
+// Reasons on the source object (in the source namespace).
+const (
+	// UsedAsDataSource: a claim (maybe in another namespace) was provisioned from this object.
+	UsedAsDataSource = "UsedAsDataSource"
+)

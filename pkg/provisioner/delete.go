@@ -1,0 +1,72 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+)
+
+// ShouldDelete holds deletion back while a VolumeAttachment still uses the
+// volume: deleting it under a node that has it attached corrupts data or
+// fails in the backend.
+func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume) bool {
+	if p.VolumeAttachments == nil {
+		return true
+	}
+	vas, err := p.VolumeAttachments.List(labels.Everything())
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing VolumeAttachments; deletion postponed", "pv", pv.Name)
+		return false
+	}
+	for _, va := range vas {
+		if va.Spec.Source.PersistentVolumeName != nil && *va.Spec.Source.PersistentVolumeName == pv.Name {
+			klog.FromContext(ctx).V(2).Info("Volume still attached; deletion postponed", "pv", pv.Name, "volumeAttachment", va.Name, "node", va.Spec.NodeName)
+			return false
+		}
+	}
+	return true
+}
+
+// Delete removes the backend volume of a PV this driver provisioned.
+func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != p.DriverName {
+		return &controller.IgnoredError{Reason: fmt.Sprintf("PV %s is not a volume of driver %s", pv.Name, p.DriverName)}
+	}
+	secrets, err := p.deletionSecrets(ctx, pv)
+	if err != nil {
+		return err
+	}
+	return p.deleteVolume(ctx, pv.Spec.CSI.VolumeHandle, secrets)
+}
+
+// deletionSecrets reads the secret recorded on the PV at provisioning. PVs
+// from before that record fall back to the StorageClass, when it still
+// exists and needs no claim to resolve.
+func (p *Provisioner) deletionSecrets(ctx context.Context, pv *v1.PersistentVolume) (map[string]string, error) {
+	ref := &v1.SecretReference{Name: pv.Annotations[deletionSecretNameAnn], Namespace: pv.Annotations[deletionSecretNamespaceAnn]}
+	if ref.Name == "" && pv.Spec.StorageClassName != "" {
+		class, err := p.Client.StorageV1().StorageClasses().Get(ctx, pv.Spec.StorageClassName, metav1GetOptions)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading StorageClass %q for the deletion secret of %s: %w", pv.Spec.StorageClassName, pv.Name, err)
+		}
+		cp, err := parseClassParams(class.Parameters)
+		if err != nil {
+			return nil, err
+		}
+		if ref, err = resolveSecretRef(cp, provisionerSecret, templateParams{pvName: pv.Name}); err != nil || ref == nil {
+			return nil, err
+		}
+	}
+	if ref.Name == "" {
+		return nil, nil
+	}
+	return p.readSecret(ctx, ref)
+}

@@ -1,0 +1,65 @@
+package provisioner
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/accessmodes"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/crossns/external-provisioner/pkg/datasource"
+)
+
+// volumeName is the name given to CreateVolume. It derives from the claim
+// UID, so a retried CreateVolume is idempotent and a crash cannot create a
+// second volume for the same claim.
+func volumeName(prefix string, uuidLength int, uid types.UID) (string, error) {
+	id := string(uid)
+	if uuidLength >= 0 {
+		id = strings.ReplaceAll(id, "-", "")
+		if uuidLength > len(id) {
+			return "", fmt.Errorf("--volume-name-uuid-length %d is longer than the claim UID %q", uuidLength, uid)
+		}
+		id = id[:uuidLength]
+	}
+	return prefix + "-" + id, nil
+}
+
+// capacityRange is what the claim asks for: requests as the floor, limits
+// (when set) as the ceiling.
+func capacityRange(claim *v1.PersistentVolumeClaim) (*csi.CapacityRange, error) {
+	req, ok := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	if !ok {
+		return nil, fmt.Errorf("claim has no storage request: set spec.resources.requests.storage")
+	}
+	cr := &csi.CapacityRange{RequiredBytes: req.Value()}
+	if lim, ok := claim.Spec.Resources.Limits[v1.ResourceStorage]; ok {
+		if lim.Value() < req.Value() {
+			return nil, fmt.Errorf("claim's storage limit %s is smaller than its request %s", lim.String(), req.String())
+		}
+		cr.LimitBytes = lim.Value()
+	}
+	return cr, nil
+}
+
+// volumeCapabilities maps the claim's access modes and volume mode to CSI.
+// Block volumes carry no file system; mount volumes carry the fstype and the
+// class's mount options.
+func volumeCapabilities(claim *v1.PersistentVolumeClaim, fsType string, mountOptions []string, singleNodeMultiWriter bool) ([]*csi.VolumeCapability, error) {
+	if len(claim.Spec.AccessModes) == 0 {
+		return nil, fmt.Errorf("claim has no access modes: set spec.accessModes")
+	}
+	mode, err := accessmodes.ToCSIAccessMode(claim.Spec.AccessModes, singleNodeMultiWriter)
+	if err != nil {
+		return nil, fmt.Errorf("access modes %v: %w", claim.Spec.AccessModes, err)
+	}
+	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
+	if datasource.ModeOf(claim.Spec.VolumeMode) == v1.PersistentVolumeBlock {
+		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
+	} else {
+		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType, MountFlags: mountOptions}}
+	}
+	return []*csi.VolumeCapability{c}, nil
+}

@@ -1,0 +1,39 @@
+package referencegrant
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+)
+
+func TestFake(t *testing.T) {
+	f := NewFake()
+	var calls recorder
+	f.AddListener(calls.listen)
+	nightly := snapshotRef("dev", "prod", "nightly")
+
+	if got, err := f.Check(nightly); err != nil || got.Allowed {
+		t.Errorf("Check before Allow = %+v, %v; want denied", got, err)
+	}
+	f.Allow(nightly, "g")
+	if got, err := f.Check(nightly); err != nil || got != (Decision{Allowed: true, Grant: "g"}) {
+		t.Errorf("Check after Allow = %+v, %v; want allowed by g", got, err)
+	}
+	f.SetError(fmt.Errorf("%w: CRD missing", ErrUnavailable))
+	if _, err := f.Check(nightly); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Check after SetError: err = %v, want ErrUnavailable", err)
+	}
+	f.SetError(nil)
+	f.Revoke(nightly)
+	if got, _ := f.Check(nightly); got.Allowed {
+		t.Errorf("Check after Revoke = %+v, want denied", got)
+	}
+	f.Notify("prod")
+	if got := calls.take(); !slices.Equal(got, []string{"prod"}) {
+		t.Errorf("listener calls = %q, want [prod]", got)
+	}
+	if got := len(f.Checked()); got != 4 {
+		t.Errorf("Checked() has %d references, want 4", got)
+	}
+}
