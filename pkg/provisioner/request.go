@@ -63,3 +63,15 @@ func volumeCapabilities(claim *v1.PersistentVolumeClaim, fsType string, mountOpt
 	}
 	return []*csi.VolumeCapability{c}, nil
 }
+
+// ValidateNaming checks --volume-name-prefix and --volume-name-uuid-length at
+// start, so a bad flag fails the sidecar rather than every claim.
+func ValidateNaming(prefix string, uuidLength int) error {
+	if prefix == "" {
+		return fmt.Errorf("--volume-name-prefix must not be empty")
+	}
+	if uuidLength < -1 || uuidLength == 0 {
+		return fmt.Errorf("--volume-name-uuid-length must be -1 (the whole UID) or positive, not %d", uuidLength)
+	}
+	return nil
+}

@@ -46,7 +46,7 @@ type Watcher struct {
 	// resync is the informer's resync period; resyncs change no decision
 	// and are filtered out.
 	resync time.Duration
-	// logger carries the Watcher's name; informers log through it too.
+	// logger is named by the caller; informers log through it too.
 	logger klog.Logger
 	// index answers Check; it is rebuilt from scratch by every informer.
 	index *Index
@@ -63,14 +63,16 @@ type Watcher struct {
 
 	// current is the running informer, if any.
 	current *informerRun
-	// delay is the last retry delay while unavailable; 0 after success.
+	// delay is the last retry delay; 0 once grants have been available
+	// for a whole probe interval.
 	delay time.Duration
 	// lastFailure is why the previous informer was stopped. It stays the
 	// reason given to callers while the next informer syncs, so that users
 	// see "forbidden" rather than a flapping "waiting for sync".
 	lastFailure error
 	// loggedError is the last reason logged as an error. The same reason
-	// is logged once, however often it is seen again.
+	// is logged once, however often it is seen again, until grants have
+	// been available for a whole probe interval.
 	loggedError string
 }
 
@@ -104,7 +106,7 @@ func NewWatcher(gatewayClient gatewayclientset.Interface, discoveryClient discov
 		client:    gatewayClient,
 		discovery: discoveryClient,
 		resync:    resync,
-		logger:    logger.WithName("referencegrant"),
+		logger:    logger,
 		index:     NewIndex(),
 		minProbe:  defaultMinProbe,
 		maxProbe:  defaultMaxProbe,
@@ -202,6 +204,15 @@ func (w *Watcher) probe(ctx context.Context) time.Duration {
 			ErrUnavailable, apiGroup, preferredVersions), true)
 		return w.nextDelay()
 	case w.current != nil && w.current.version == version:
+		if w.current.available {
+			// Available for a whole probe interval: the next failure is
+			// news again, and retries start from the short delay. Doing
+			// this here rather than on sync keeps an informer that syncs
+			// and then fails (list allowed, watch forbidden) from logging
+			// an error and retrying quickly on every cycle.
+			w.loggedError = ""
+			w.delay = 0
+		}
 		return w.maxProbe
 	}
 	if w.current != nil {
@@ -323,9 +334,7 @@ func (w *Watcher) markAvailable() {
 	} else {
 		w.logger.V(2).Info("ReferenceGrants are available", "version", r.version, "grants", w.index.Len())
 	}
-	w.loggedError = ""
 	w.lastFailure = nil
-	w.delay = 0
 	w.index.notify("")
 }
 

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	clienttesting "k8s.io/client-go/testing"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -286,6 +287,27 @@ func TestWatcherRecoversWhenListingIsAllowed(t *testing.T) {
 	}
 	if v := w.Version(); v != "v1" {
 		t.Errorf("Version = %q, want v1", v)
+	}
+}
+
+func TestWatcherLogsOnceWhenOnlyWatchIsForbidden(t *testing.T) {
+	client := gatewayfake.NewClientset(newGrant("prod", "g", claimsFrom("dev"), allSnapshots()))
+	var watches atomic.Int32
+	client.PrependWatchReactor(resource, func(clienttesting.Action) (bool, watch.Interface, error) {
+		watches.Add(1)
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: apiGroup, Resource: resource}, "",
+			fmt.Errorf("RBAC: watch denied"))
+	})
+	logger, errorsLogged := errorLogs()
+	w, _ := runWatcher(t, client, newDiscoveryStub("v1"), logger)
+
+	// Each cycle lists, syncs, fails to watch and stops the informer.
+	eventually(t, "several refused watches", func() bool { return watches.Load() >= 4 })
+	if got := errorsLogged("forbidden"); len(got) != 1 {
+		t.Errorf("logged %d errors for Forbidden, want 1: %q", len(got), got)
+	}
+	if _, err := w.Check(snapshotRef("dev", "prod", "x")); err != nil && !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Check: err = %v, want nil or ErrUnavailable", err)
 	}
 }
 

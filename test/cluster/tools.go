@@ -105,7 +105,7 @@ func (t *Tools) Bin(name string) string { return filepath.Join(t.BinDir, name) }
 func EnsureTools(ctx context.Context, repoRoot, cacheRoot string) (*Tools, error) {
 	logger := klog.FromContext(ctx)
 	toolsDir := filepath.Join(repoRoot, toolsModuleRelPath)
-	mods, err := resolveModules(ctx, toolsDir)
+	mods, err := resolveModules(ctx, repoRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -203,35 +203,51 @@ func toolBuildEnv() []string {
 	return append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-buildvcs=false -mod=readonly")
 }
 
-// resolveModules asks the go command (in the tools module, so its go.mod and
-// go.sum decide) for the versions and module-cache directories of the pinned
-// modules, downloading them when the module cache lacks them.
-func resolveModules(ctx context.Context, toolsDir string) (moduleVersions, error) {
-	want := []string{kubernetesModule, snapshotterModule, snapshotClientMod, gatewayAPIModule}
-	// `go list -m` resolves the versions the tools module selects; `go mod
-	// download` then returns their directories (fetching any that are missing).
-	listed, err := goJSON(ctx, toolsDir, append([]string{"list", "-m", "-json"}, want...)...)
+// resolveModules returns the versions and module-cache directories of the
+// pinned modules, downloading any the module cache lacks: the tool modules
+// as the tools module selects them, and gateway-api (whose ReferenceGrant
+// CRD the bed installs) as the main module does, so the CRD matches the
+// client types the sidecar and the tests are built with.
+func resolveModules(ctx context.Context, repoRoot string) (moduleVersions, error) {
+	mods := moduleVersions{}
+	for _, r := range []struct {
+		dir  string
+		mods []string
+	}{
+		{filepath.Join(repoRoot, toolsModuleRelPath), []string{kubernetesModule, snapshotterModule, snapshotClientMod}},
+		{repoRoot, []string{gatewayAPIModule}},
+	} {
+		if err := resolveIn(ctx, r.dir, r.mods, mods); err != nil {
+			return nil, err
+		}
+	}
+	return mods, nil
+}
+
+func resolveIn(ctx context.Context, dir string, want []string, into moduleVersions) error {
+	// `go list -m` gives the versions the module in dir selects; `go mod
+	// download` then gives their directories, fetching any that are missing.
+	listed, err := goJSON(ctx, dir, append([]string{"list", "-m", "-json"}, want...)...)
 	if err != nil {
-		return nil, fmt.Errorf("resolving pinned modules in %s: %w", toolsDir, err)
+		return fmt.Errorf("resolving pinned modules in %s: %w", dir, err)
 	}
 	var pinned []string
 	for _, m := range listed {
 		pinned = append(pinned, m.Path+"@"+m.Version)
 	}
-	downloaded, err := goJSON(ctx, toolsDir, append([]string{"mod", "download", "-json"}, pinned...)...)
+	downloaded, err := goJSON(ctx, dir, append([]string{"mod", "download", "-json"}, pinned...)...)
 	if err != nil {
-		return nil, fmt.Errorf("downloading pinned modules: %w", err)
+		return fmt.Errorf("downloading pinned modules: %w", err)
 	}
-	mods := moduleVersions{}
 	for _, m := range downloaded {
-		mods[m.Path] = m
+		into[m.Path] = m
 	}
 	for _, p := range want {
-		if mods[p].Dir == "" {
-			return nil, fmt.Errorf("module %s has no directory in the module cache", p)
+		if into[p].Dir == "" {
+			return fmt.Errorf("module %s has no directory in the module cache", p)
 		}
 	}
-	return mods, nil
+	return nil
 }
 
 func goJSON(ctx context.Context, dir string, args ...string) ([]moduleInfo, error) {

@@ -184,11 +184,20 @@ func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 // Run listens on cfg.Endpoint (and cfg.ControlEndpoint, if set) and serves
-// until ctx is cancelled or one of the servers fails.
+// until ctx is cancelled or one of the servers fails. Both listeners are
+// open before anything is served, so a client that reached one can rely on
+// the other.
 func (d *Driver) Run(ctx context.Context) error {
 	lis, err := Listen(d.cfg.Endpoint)
 	if err != nil {
 		return err
+	}
+	var clis net.Listener
+	if d.cfg.ControlEndpoint != "" {
+		if clis, err = ListenControl(d.cfg.ControlEndpoint); err != nil {
+			lis.Close()
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -196,13 +205,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	errs := make(chan error, 2)
 	running := 1
 	go func() { errs <- d.Serve(ctx, lis) }()
-	if d.cfg.ControlEndpoint != "" {
-		clis, err := ListenControl(d.cfg.ControlEndpoint)
-		if err != nil {
-			cancel()
-			<-errs
-			return err
-		}
+	if clis != nil {
 		running++
 		go func() { errs <- d.ServeControl(ctx, clis) }()
 	}

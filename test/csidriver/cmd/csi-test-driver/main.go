@@ -19,7 +19,7 @@ import (
 
 func main() {
 	var (
-		endpoint        = flag.String("endpoint", "unix:///tmp/csi-test-driver/csi.sock", "CSI endpoint: unix:///abs/path.sock or tcp://host:port")
+		endpoint        = flag.String("endpoint", "", "CSI endpoint: unix:///abs/path.sock or tcp://host:port (required)")
 		dataDir         = flag.String("data-dir", "", "directory holding volumes, snapshots and their metadata (required)")
 		driverName      = flag.String("drivername", csidriver.DefaultDriverName, "CSI driver name")
 		nodeID          = flag.String("nodeid", "", "node ID reported by NodeGetInfo (default: host name)")
@@ -44,8 +44,8 @@ func main() {
 }
 
 func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, controlEndpoint string, delays map[string]time.Duration) error {
-	if dataDir == "" {
-		return fmt.Errorf("--data-dir is required")
+	if endpoint == "" || dataDir == "" {
+		return fmt.Errorf("--endpoint and --data-dir are required")
 	}
 	topo, err := csidriver.ParseTopology(topology)
 	if err != nil {

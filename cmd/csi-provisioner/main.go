@@ -1,0 +1,360 @@
+// Command csi-provisioner is a CSI sidecar that provisions PersistentVolumes
+// for PersistentVolumeClaims, with KEP-3294 cross-namespace data sources.
+// main only wires: flags → clients → CSI connection → informers →
+// controllers → HTTP endpoint → leader election → run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/connection"
+	"github.com/kubernetes-csi/csi-lib-utils/leaderelection"
+	csimetrics "github.com/kubernetes-csi/csi-lib-utils/metrics"
+	"github.com/kubernetes-csi/csi-lib-utils/rpc"
+	"github.com/kubernetes-csi/csi-lib-utils/standardflags"
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
+	"k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/klog/v2"
+	libcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+	libmetrics "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
+	gatewayclientset "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/crossns/external-provisioner/pkg/clone"
+	"github.com/crossns/external-provisioner/pkg/datasource"
+	"github.com/crossns/external-provisioner/pkg/events"
+	"github.com/crossns/external-provisioner/pkg/features"
+	"github.com/crossns/external-provisioner/pkg/metrics"
+	"github.com/crossns/external-provisioner/pkg/preflight"
+	"github.com/crossns/external-provisioner/pkg/provisioner"
+	"github.com/crossns/external-provisioner/pkg/referencegrant"
+	"github.com/crossns/external-provisioner/pkg/requeue"
+	"github.com/crossns/external-provisioner/pkg/topology"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "unknown"
+
+var (
+	volumeNamePrefix            = flag.String("volume-name-prefix", "pvc", "Prefix of the names of created volumes: <prefix>-<claim UID>.")
+	volumeNameUUIDLength        = flag.Int("volume-name-uuid-length", -1, "Length of the claim UID in volume names, dashes removed; -1 keeps the whole UID with its dashes.")
+	operationTimeout            = flag.Duration("timeout", 10*time.Second, "Timeout of each call to the CSI driver.")
+	workerThreads               = flag.Uint("worker-threads", 100, "Number of claims and volumes processed at once.")
+	retryIntervalStart          = flag.Duration("retry-interval-start", time.Second, "First retry interval of a failed provisioning or deletion; doubles on each failure.")
+	retryIntervalMax            = flag.Duration("retry-interval-max", 5*time.Minute, "Longest retry interval of a failed provisioning or deletion.")
+	extraCreateMetadata         = flag.Bool("extra-create-metadata", false, "Pass csi.storage.k8s.io/pvc/name, pvc/namespace and pv/name as CreateVolume parameters.")
+	defaultFSType               = flag.String("default-fstype", "", "File system type of volumes whose StorageClass sets none; empty leaves the choice to the driver.")
+	strictTopology              = flag.Bool("strict-topology", false, "With late binding, require the volume in exactly the selected node's topology segment.")
+	immediateTopology           = flag.Bool("immediate-topology", true, "With immediate binding and no allowedTopologies, require the volume in a segment where the driver runs.")
+	controllerPublishReadOnly   = flag.Bool("controller-publish-readonly", false, "Mark PVs whose access modes are all ReadOnlyMany as read-only, so ControllerPublish attaches them read-only.")
+	preventVolumeModeConversion = flag.Bool("prevent-volume-mode-conversion", true, "Refuse to restore a snapshot into another volume mode unless its VolumeSnapshotContent allows it.")
+	enablePprof                 = flag.Bool("enable-pprof", false, "Serve pprof on --http-endpoint under /debug/pprof.")
+	cloningProtectionThreads    = flag.Uint("cloning-protection-threads", 1, "Number of data sources whose protection finalizer is released at once.")
+)
+
+func main() {
+	fg := features.Gate
+	logsConfig := logsapi.NewLoggingConfiguration()
+	runtime.Must(logsapi.AddFeatureGates(fg))
+	logsapi.AddGoFlags(logsConfig, flag.CommandLine)
+	standardflags.RegisterCommonFlags(flag.CommandLine)
+	flag.Var(features.Flag(), "feature-gates", "A set of key=value pairs of alpha/experimental features. Options:\n"+strings.Join(fg.KnownFeatures(), "\n"))
+	flag.Parse()
+	logs.InitLogs()
+	if err := logsapi.ValidateAndApply(logsConfig, fg); err != nil {
+		klog.ErrorS(err, "Invalid logging configuration")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	cfg := standardflags.Configuration
+	if cfg.ShowVersion {
+		fmt.Println(os.Args[0], version)
+		return
+	}
+	logger := klog.Background()
+	ctx := klog.NewContext(context.Background(), logger)
+	logger.Info("Starting csi-provisioner", "version", version, "crossNamespaceVolumeDataSource", features.Enabled(features.CrossNamespaceVolumeDataSource))
+
+	if err := run(ctx, cfg); err != nil {
+		klog.ErrorS(err, "csi-provisioner failed")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+}
+
+func fatal(err error, msg string) {
+	klog.ErrorS(err, msg)
+	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+}
+
+func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
+	logger := klog.FromContext(ctx)
+	if cfg.MetricsAddress != "" && cfg.HttpEndpoint != "" {
+		return fmt.Errorf("only one of --metrics-address and --http-endpoint can be set")
+	}
+
+	// Kubernetes clients: the main budget is for PVs and finalizers; Events
+	// get a budget of their own so they never delay a PV.
+	restConfig, err := buildConfig(cfg.KubeConfig)
+	if err != nil {
+		return fmt.Errorf("building kubeconfig: %w", err)
+	}
+	restConfig.QPS, restConfig.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
+	csiMetrics := csimetrics.NewCSIMetricsManagerForSidecar("")
+	registry := csiMetrics.GetRegistry()
+	apiRequests := metrics.NewAPIRequests(registry)
+
+	mainConfig := rest.CopyConfig(restConfig)
+	mainConfig.Wrap(apiRequests.Wrap("main"))
+	crdConfig := rest.CopyConfig(mainConfig) // CRDs speak JSON only
+	mainConfig.ContentType = "application/vnd.kubernetes.protobuf"
+	eventsConfig := rest.CopyConfig(restConfig)
+	eventsConfig.Wrap(apiRequests.Wrap("events"))
+	eventsConfig.ContentType = mainConfig.ContentType
+
+	client, err := kubernetes.NewForConfig(mainConfig)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	eventsClient, err := kubernetes.NewForConfig(eventsConfig)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes events client: %w", err)
+	}
+	snapClient, err := snapclientset.NewForConfig(crdConfig)
+	if err != nil {
+		return fmt.Errorf("creating snapshot client: %w", err)
+	}
+	gatewayClient, err := gatewayclientset.NewForConfig(crdConfig)
+	if err != nil {
+		return fmt.Errorf("creating gateway API client: %w", err)
+	}
+
+	// CSI driver: wait for it, learn its name and what it can do.
+	conn, err := connection.Connect(ctx, cfg.CSIAddress, csiMetrics, connection.OnConnectionLoss(connection.ExitOnConnectionLoss()))
+	if err != nil {
+		return fmt.Errorf("connecting to CSI driver at %s: %w", cfg.CSIAddress, err)
+	}
+	if err := rpc.ProbeForever(ctx, conn, *operationTimeout); err != nil {
+		return fmt.Errorf("waiting for the CSI driver to be ready: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, *operationTimeout)
+	defer cancel()
+	driverName, err := rpc.GetDriverName(cctx, conn)
+	if err != nil {
+		return fmt.Errorf("reading the CSI driver name: %w", err)
+	}
+	csiMetrics.SetDriverName(driverName)
+	pluginCaps, err := rpc.GetPluginCapabilities(cctx, conn)
+	if err != nil {
+		return fmt.Errorf("reading the plugin capabilities of %s: %w", driverName, err)
+	}
+	controllerCaps, err := rpc.GetControllerCapabilities(cctx, conn)
+	if err != nil {
+		return fmt.Errorf("reading the controller capabilities of %s: %w", driverName, err)
+	}
+	if !pluginCaps[csi.PluginCapability_Service_CONTROLLER_SERVICE] || !controllerCaps[csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME] {
+		return fmt.Errorf("CSI driver %s does not support CREATE_DELETE_VOLUME: it cannot provision volumes, so csi-provisioner has nothing to do next to it", driverName)
+	}
+	logger = logger.WithValues("driver", driverName)
+	ctx = klog.NewContext(ctx, logger)
+	logger.Info("Connected to CSI driver")
+
+	crossNamespace := features.Enabled(features.CrossNamespaceVolumeDataSource)
+	if crossNamespace {
+		checkAPIServerGate(ctx, client)
+	}
+
+	// Informers: every read on the provisioning path comes from these caches.
+	factory := informers.NewSharedInformerFactory(client, 15*time.Minute)
+	claimInformer := factory.Core().V1().PersistentVolumeClaims()
+	requeueInformer, err := requeue.Wrap(claimInformer.Informer())
+	if err != nil {
+		return fmt.Errorf("indexing claims: %w", err)
+	}
+	resolver := &datasource.Resolver{
+		DriverName:                  driverName,
+		CrossNamespace:              crossNamespace,
+		PreventVolumeModeConversion: *preventVolumeModeConversion,
+		Claims:                      claimInformer.Lister(),
+		Volumes:                     factory.Core().V1().PersistentVolumes().Lister(),
+	}
+	var snapFactory snapinformers.SharedInformerFactory
+	var cloneCtrl *clone.Controller
+	if servesGroupVersion(client, "snapshot.storage.k8s.io/v1") {
+		snapFactory = snapinformers.NewSharedInformerFactory(snapClient, 15*time.Minute)
+		resolver.Snapshots = snapFactory.Snapshot().V1().VolumeSnapshots().Lister()
+		resolver.Contents = snapFactory.Snapshot().V1().VolumeSnapshotContents().Lister()
+		cloneCtrl, err = clone.New(client, snapClient, claimInformer, snapFactory.Snapshot().V1().VolumeSnapshots())
+	} else {
+		logger.Info("The VolumeSnapshot API is not served: restores from snapshots are refused until the sidecar is restarted with it installed")
+		cloneCtrl, err = clone.New(client, snapClient, claimInformer, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("creating source protection controller: %w", err)
+	}
+	var grants *referencegrant.Watcher
+	if crossNamespace {
+		grants = referencegrant.NewWatcher(gatewayClient, client.Discovery(), 15*time.Minute, logger.WithName("referencegrants"))
+		grants.AddListener(func(ns string) { requeueInformer.GrantsChanged(ns) })
+		resolver.Grants = grants
+	}
+
+	recorder := events.NewRecorder(ctx, eventsClient, "csi-provisioner-"+driverName)
+	var topo provisioner.TopologyBuilder
+	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
+		topo = &topology.Builder{
+			Driver: driverName, Strict: *strictTopology, Immediate: *immediateTopology,
+			Nodes: factory.Core().V1().Nodes().Lister(), CSINodes: factory.Storage().V1().CSINodes().Lister(),
+		}
+	}
+	prov := provisioner.New(provisioner.Config{
+		DriverName:                driverName,
+		Identity:                  strconv.FormatInt(time.Now().UnixMilli(), 10) + "-" + strconv.Itoa(rand.IntN(10000)) + "-" + driverName,
+		CSI:                       csi.NewControllerClient(conn),
+		ControllerCaps:            controllerCaps,
+		PluginCaps:                pluginCaps,
+		Client:                    client,
+		Timeout:                   *operationTimeout,
+		VolumeNamePrefix:          *volumeNamePrefix,
+		VolumeNameUUIDLength:      *volumeNameUUIDLength,
+		ExtraCreateMetadata:       *extraCreateMetadata,
+		DefaultFSType:             *defaultFSType,
+		ControllerPublishReadOnly: *controllerPublishReadOnly,
+		Sources:                   resolver,
+		Protector:                 cloneCtrl,
+		Topology:                  topo,
+		VolumeAttachments:         factory.Storage().V1().VolumeAttachments().Lister(),
+		Recorder:                  recorder,
+		Metrics:                   metrics.NewProvisioning(registry),
+	})
+	if err := provisioner.ValidateNaming(*volumeNamePrefix, *volumeNameUUIDLength); err != nil {
+		return err
+	}
+
+	libMetrics := libmetrics.New("controller")
+	registry.RawMustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
+		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
+		libMetrics.PersistentVolumeDeleteFailedTotal, libMetrics.PersistentVolumeDeleteDurationSeconds)
+	loop := libcontroller.NewProvisionController(logger, events.SplitClient(client, eventsClient), driverName, prov,
+		libcontroller.Threadiness(int(*workerThreads)),
+		libcontroller.RateLimiter(workqueue.NewItemExponentialFailureRateLimiter(*retryIntervalStart, *retryIntervalMax)),
+		libcontroller.FailedProvisionThreshold(0),
+		libcontroller.FailedDeleteThreshold(0),
+		libcontroller.CreateProvisionedPVLimiter(workqueue.DefaultControllerRateLimiter()),
+		libcontroller.AddFinalizer(true),
+		libcontroller.LeaderElection(false),
+		libcontroller.MetricsInstance(libMetrics),
+		libcontroller.ClaimsInformer(requeueInformer),
+		libcontroller.VolumesInformer(factory.Core().V1().PersistentVolumes().Informer()),
+		libcontroller.ClassesInformer(factory.Storage().V1().StorageClasses().Informer()),
+		libcontroller.NodesLister(factory.Core().V1().Nodes().Lister()),
+	)
+
+	// Everything that writes runs only on the leader.
+	runAsLeader := func(ctx context.Context) {
+		factory.Start(ctx.Done())
+		if snapFactory != nil {
+			snapFactory.Start(ctx.Done())
+		}
+		if grants != nil {
+			go grants.Run(ctx)
+		}
+		go cloneCtrl.Run(ctx, int(*cloningProtectionThreads))
+		loop.Run(ctx)
+	}
+
+	mux := http.NewServeMux()
+	endpoint := cfg.HttpEndpoint
+	if endpoint == "" {
+		endpoint = cfg.MetricsAddress
+	}
+	if endpoint != "" {
+		csiMetrics.RegisterToServer(mux, cfg.MetricsPath)
+		if *enablePprof {
+			csiMetrics.RegisterPprofToServer(mux)
+		}
+	}
+	if !cfg.LeaderElection {
+		serve(ctx, endpoint, mux)
+		runAsLeader(ctx)
+		return nil
+	}
+	le := leaderelection.NewLeaderElection(client, strings.ReplaceAll(driverName, "/", "-"), runAsLeader)
+	if endpoint != "" {
+		le.PrepareHealthCheck(mux, leaderelection.DefaultHealthCheckTimeout)
+	}
+	if cfg.LeaderElectionNamespace != "" {
+		le.WithNamespace(cfg.LeaderElectionNamespace)
+	}
+	le.WithLeaseDuration(cfg.LeaderElectionLeaseDuration)
+	le.WithRenewDeadline(cfg.LeaderElectionRenewDeadline)
+	le.WithRetryPeriod(cfg.LeaderElectionRetryPeriod)
+	le.WithLabels(cfg.LeaderElectionLabels)
+	serve(ctx, endpoint, mux)
+	if err := le.Run(); err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	return nil
+}
+
+func serve(ctx context.Context, endpoint string, mux *http.ServeMux) {
+	if endpoint == "" {
+		return
+	}
+	go func() {
+		klog.FromContext(ctx).Info("Serving metrics and health checks", "address", endpoint)
+		if err := http.ListenAndServe(endpoint, mux); err != nil {
+			fatal(err, "HTTP endpoint failed")
+		}
+	}()
+}
+
+func buildConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+// servesGroupVersion asks discovery whether an API group version is served.
+func servesGroupVersion(client kubernetes.Interface, gv string) bool {
+	_, err := client.Discovery().ServerResourcesForGroupVersion(gv)
+	return err == nil
+}
+
+// checkAPIServerGate warns loudly when the API server would drop
+// dataSourceRef.namespace: the sidecar's gate alone cannot make
+// cross-namespace provisioning work.
+func checkAPIServerGate(ctx context.Context, client kubernetes.Interface) {
+	logger := klog.FromContext(ctx)
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "default"
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch res, err := preflight.CrossNamespaceDataSource(pctx, client, ns); res {
+	case preflight.Kept:
+		logger.Info("Preflight: kube-apiserver keeps spec.dataSourceRef.namespace")
+	case preflight.Dropped:
+		logger.Error(nil, "WARNING: CrossNamespaceVolumeDataSource is enabled on csi-provisioner but kube-apiserver drops spec.dataSourceRef.namespace: "+
+			"enable --feature-gates=CrossNamespaceVolumeDataSource=true on kube-apiserver and kube-controller-manager, or cross-namespace claims cannot be provisioned")
+	default:
+		logger.Info("Preflight: could not check whether kube-apiserver keeps spec.dataSourceRef.namespace", "err", err)
+	}
+}
