@@ -5,6 +5,8 @@ GO ?= go
 OUTPUT := _output
 BIN := $(OUTPUT)/bin
 
+include release-tools/build.make
+
 .PHONY: all build test test-unit test-e2e verify cluster-up cluster-down demo bench clean
 
 all: build
@@ -12,8 +14,8 @@ all: build
 # build: the sidecar and the test CSI driver, into _output/bin.
 build:
 	mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/csi-provisioner ./cmd/csi-provisioner
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/csi-test-driver ./test/csidriver/cmd/csi-test-driver
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags "$(LDFLAGS)" -o $(BIN)/csi-provisioner ./cmd/csi-provisioner
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/csi-test-driver ./test/csidriver/cmd/csi-test-driver
 
 clean:
 	rm -rf $(OUTPUT)
