@@ -56,3 +56,7 @@ test-e2e:
 # test: unit tests first, then e2e (sequential even under make -j).
 test: test-unit
 	$(MAKE) test-e2e
+
+# demo: the README's first command: bring the bed up and run the prod → dev story.
+demo: build cluster-up
+	test/demo/demo.sh

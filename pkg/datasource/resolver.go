@@ -219,6 +219,12 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 	if err != nil {
 		return fmt.Errorf("reading PersistentVolume %q of %s: %w", source.Spec.VolumeName, src.Ref, err)
 	}
+	// As with snapshot contents: a volume that is not bound back to the
+	// source claim may be someone else's, and the grant covers only the claim.
+	if back := pv.Spec.ClaimRef; back == nil || back.Namespace != source.Namespace || back.Name != source.Name ||
+		(back.UID != "" && back.UID != source.UID) {
+		return invalid(reasonContentNotBoundBack, "PersistentVolume %q is not bound to %s", pv.Name, src.Ref)
+	}
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != r.DriverName {
 		return invalid(reasonDriverMismatch, "%s is not a volume of driver %q; clone it with a StorageClass of its own driver",
 			src.Ref, r.DriverName)

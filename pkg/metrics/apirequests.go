@@ -57,6 +57,9 @@ func Classify(method, path string, watch bool) (verb, resource string) {
 	}
 	named := false
 	switch {
+	case len(parts) == 3 && parts[0] == "namespaces" && (parts[2] == "status" || parts[2] == "finalize"):
+		// A subresource of the namespace itself, not a resource in it.
+		resource, named = "namespaces", true
 	case len(parts) >= 3 && parts[0] == "namespaces":
 		resource, named = parts[2], len(parts) >= 4
 	case len(parts) == 2 && parts[0] == "namespaces":

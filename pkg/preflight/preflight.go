@@ -31,7 +31,12 @@ const (
 // (nothing is stored), whether it keeps spec.dataSourceRef.namespace.
 func CrossNamespaceDataSource(ctx context.Context, client kubernetes.Interface, namespace string) (Result, error) {
 	group := "snapshot.storage.k8s.io"
-	other := namespace + "-preflight-source"
+	// A fixed name, not one derived from namespace: the API server validates
+	// it as a namespace name (at most 63 characters).
+	other := "csi-provisioner-preflight-source"
+	if other == namespace {
+		other += "-2"
+	}
 	claim := &v1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "csi-provisioner-preflight-", Namespace: namespace},
 		Spec: v1.PersistentVolumeClaimSpec{

@@ -21,8 +21,8 @@ import (
 	"k8s.io/utils/ptr"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
-	"github.com/crossns/external-provisioner/test/csidriver"
 	"github.com/crossns/external-provisioner/test/cluster"
+	"github.com/crossns/external-provisioner/test/csidriver"
 )
 
 // storageProvisionerAnnotation is what kube-controller-manager sets on a
@@ -47,6 +47,7 @@ func claim(ns, name string, class *string) *corev1.PersistentVolumeClaim {
 // with CrossNamespaceVolumeDataSource on, the API server keeps
 // dataSourceRef.namespace (with the gate off it would silently drop it).
 func TestBedKeepsCrossNamespaceDataSourceRef(t *testing.T) {
+	t.Parallel()
 	c := requireBed(t)
 	ctx := testContext(t)
 	ns := createNamespace(t, c, "xns-ref")
@@ -83,6 +84,7 @@ func TestBedKeepsCrossNamespaceDataSourceRef(t *testing.T) {
 // A user creates a claim of the test driver's class: kube-controller-manager
 // hands it to the driver's external provisioner by annotating it.
 func TestBedAnnotatesClaimsForTheTestDriver(t *testing.T) {
+	t.Parallel()
 	c := requireBed(t)
 	ctx := testContext(t)
 	ns := createNamespace(t, c, "annotate")
@@ -102,6 +104,7 @@ func TestBedAnnotatesClaimsForTheTestDriver(t *testing.T) {
 // The APIs KEP-3294 builds on are served: ReferenceGrant and the
 // VolumeSnapshot and VolumeGroupSnapshot kinds.
 func TestBedServesReferenceGrantAndSnapshotAPIs(t *testing.T) {
+	t.Parallel()
 	c := requireBed(t)
 	ctx := testContext(t)
 	for _, name := range cluster.CRDNames() {
@@ -146,6 +149,7 @@ func TestBedServesReferenceGrantAndSnapshotAPIs(t *testing.T) {
 // handle. The volume is created on the driver directly, so this does not
 // depend on the sidecar.
 func TestBedSnapshotsAVolumeThroughTheRealSnapshotter(t *testing.T) {
+	t.Parallel()
 	c := requireBed(t)
 	ctx := testContext(t)
 	ns := createNamespace(t, c, "snap")
