@@ -17,6 +17,11 @@ import (
 // second volume for the same claim.
 func volumeName(prefix string, uuidLength int, uid types.UID) (string, error) {
 	id := string(uid)
+	if id == "" {
+		// Every claim read from the API has a UID; without one all such
+		// claims would share a volume name.
+		return "", fmt.Errorf("claim has no UID")
+	}
 	if uuidLength >= 0 {
 		id = strings.ReplaceAll(id, "-", "")
 		if uuidLength > len(id) {

@@ -54,6 +54,12 @@ func (c *Cluster) StopProvisioner(ctx context.Context) error {
 	return c.saveState()
 }
 
+// BuildProvisioner rebuilds the sidecar from the bed's clone into
+// _output/bin; a RestartProvisioner afterwards runs the new code.
+func (c *Cluster) BuildProvisioner(ctx context.Context) error {
+	return goBuild(ctx, c.state.RepoRoot, provisionerPackage, c.binPath(Provisioner))
+}
+
 // ProvisionerArgs returns the full flag list the sidecar gets with extraArgs,
 // for running it by hand against the bed (CLUSTER_PROVISIONER=none).
 func (c *Cluster) ProvisionerArgs(extraArgs ...string) []string {

@@ -70,7 +70,9 @@ func StartForTests(ctx context.Context) (*Cluster, func(), error) {
 		}
 		if err := c.Down(context.Background()); err != nil {
 			logger.Error(err, "Tearing down the test bed")
+			return
 		}
+		logger.Info("Test bed stopped")
 	}
 	return c, teardown, nil
 }

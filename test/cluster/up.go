@@ -15,6 +15,12 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// Packages of this repository the bed builds into _output/bin.
+const (
+	driverPackage      = "./test/csidriver/cmd/csi-test-driver"
+	provisionerPackage = "./cmd/csi-provisioner"
+)
+
 // maxSocketPath keeps the driver socket under the 108-byte sun_path limit.
 const maxSocketPath = 100
 
@@ -87,9 +93,9 @@ func socketPath(l Layout) string {
 // is none) the sidecar from this clone into _output/bin, so the bed always
 // runs the code being tested.
 func (c *Cluster) buildRepoBinaries(ctx context.Context) error {
-	builds := []struct{ component, pkg string }{{TestDriver, "./test/csidriver/cmd/csi-test-driver"}}
+	builds := []struct{ component, pkg string }{{TestDriver, driverPackage}}
 	if c.state.WithProvisioner {
-		builds = append(builds, struct{ component, pkg string }{Provisioner, "./cmd/csi-provisioner"})
+		builds = append(builds, struct{ component, pkg string }{Provisioner, provisionerPackage})
 	}
 	for _, b := range builds {
 		if err := goBuild(ctx, c.state.RepoRoot, b.pkg, c.binPath(b.component)); err != nil {

@@ -7,6 +7,8 @@
 //	testbed status   PID, liveness and RSS of each component
 //	testbed env      shell exports for the running bed (eval "$(testbed env)")
 //	testbed tools    build or find the cached tools, print their directory
+//	testbed restart-provisioner [-- flags]
+//	                 rebuild the sidecar and restart it with extra flags
 package main
 
 import (
@@ -27,6 +29,7 @@ import (
 )
 
 const usage = `usage: testbed [klog flags] up|down|status|env|tools
+       testbed [klog flags] restart-provisioner [-- extra sidecar flags]
 
 Environment:
   CLUSTER_PROVISIONER=none        start the bed without the csi-provisioner sidecar
@@ -41,7 +44,7 @@ func main() {
 	klog.InitFlags(nil)
 	flag.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	flag.Parse()
-	if flag.NArg() != 1 {
+	if flag.NArg() < 1 || (flag.NArg() > 1 && flag.Arg(0) != "restart-provisioner") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -61,6 +64,8 @@ func main() {
 		err = env()
 	case "tools":
 		err = buildTools(ctx)
+	case "restart-provisioner":
+		err = restartProvisioner(ctx, flag.Args()[1:])
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -175,5 +180,27 @@ func buildTools(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("Tools in %s (%s)\n", t.BinDir, time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+func restartProvisioner(ctx context.Context, extra []string) error {
+	if len(extra) > 0 && extra[0] == "--" {
+		extra = extra[1:]
+	}
+	root, err := cluster.FindRepoRoot()
+	if err != nil {
+		return err
+	}
+	c, err := cluster.Load(root)
+	if err != nil {
+		return err
+	}
+	if err := c.BuildProvisioner(ctx); err != nil {
+		return err
+	}
+	if err := c.RestartProvisioner(ctx, extra...); err != nil {
+		return err
+	}
+	fmt.Printf("csi-provisioner restarted: %s\n", strings.Join(c.ProvisionerArgs(extra...), " "))
 	return nil
 }

@@ -1,0 +1,330 @@
+package clone
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"slices"
+	"testing"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
+	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/crossns/external-provisioner/pkg/datasource"
+)
+
+const otherFinalizer = "example.com/keep-me"
+
+// fixture is a controller over unstarted shared informers whose caches the
+// test fills, and the fake clients that record its writes.
+type fixture struct {
+	c          *Controller
+	client     *fake.Clientset
+	snapClient *snapfake.Clientset
+}
+
+// newFixture builds the controller with New, as main does, and preloads both
+// the informer caches and the fake API servers with objs. withSnapshots false
+// wires it as when the snapshot API is not served.
+func newFixture(t *testing.T, withSnapshots bool, objs ...runtime.Object) *fixture {
+	t.Helper()
+	var core, snaps []runtime.Object
+	for _, o := range objs {
+		if _, ok := o.(*snapshotv1.VolumeSnapshot); ok {
+			snaps = append(snaps, o)
+		} else {
+			core = append(core, o)
+		}
+	}
+	client := fake.NewClientset(core...)
+	snapClient := snapfake.NewSimpleClientset(snaps...)
+	claimInformer := informers.NewSharedInformerFactory(client, 0).Core().V1().PersistentVolumeClaims()
+	snapInformer := snapinformers.NewSharedInformerFactory(snapClient, 0).Snapshot().V1().VolumeSnapshots()
+	var c *Controller
+	var err error
+	if withSnapshots {
+		c, err = New(client, snapClient, claimInformer, snapInformer)
+	} else {
+		c, err = New(client, snapClient, claimInformer, nil)
+	}
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	t.Cleanup(c.queue.ShutDown)
+	for _, o := range core {
+		if err := claimInformer.Informer().GetIndexer().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range snaps {
+		if err := snapInformer.Informer().GetIndexer().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &fixture{c: c, client: client, snapClient: snapClient}
+}
+
+// patch is a finalizer patch the controller sent.
+type patch struct {
+	resource, namespace, name string
+	finalizers                []string
+	resourceVersion           string
+}
+
+// patches returns the patches sent through both clients, checking that each
+// is a merge patch of exactly metadata.finalizers and metadata.resourceVersion.
+func (f *fixture) patches(t *testing.T) []patch {
+	t.Helper()
+	var out []patch
+	for _, a := range append(f.client.Actions(), f.snapClient.Actions()...) {
+		if a.GetVerb() != "patch" {
+			if a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
+				t.Errorf("unexpected write %s %s", a.GetVerb(), a.GetResource().Resource)
+			}
+			continue
+		}
+		pa := a.(clienttesting.PatchAction)
+		if pa.GetPatchType() != types.MergePatchType {
+			t.Errorf("patch type = %s, want %s", pa.GetPatchType(), types.MergePatchType)
+		}
+		var body struct {
+			Metadata map[string]json.RawMessage `json:"metadata"`
+		}
+		if err := json.Unmarshal(pa.GetPatch(), &body); err != nil {
+			t.Fatalf("decoding patch %s: %v", pa.GetPatch(), err)
+		}
+		if len(body.Metadata) != 2 {
+			t.Errorf("patch %s: want metadata.finalizers and metadata.resourceVersion only", pa.GetPatch())
+		}
+		p := patch{resource: pa.GetResource().Resource, namespace: pa.GetNamespace(), name: pa.GetName()}
+		if err := json.Unmarshal(body.Metadata["finalizers"], &p.finalizers); err != nil || p.finalizers == nil {
+			t.Errorf("patch %s: finalizers must be a list (%v)", pa.GetPatch(), err)
+		}
+		if err := json.Unmarshal(body.Metadata["resourceVersion"], &p.resourceVersion); err != nil {
+			t.Errorf("patch %s: resourceVersion: %v", pa.GetPatch(), err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// storedFinalizers returns the finalizers of the object in the fake API server.
+func (f *fixture) storedFinalizers(t *testing.T, kind, ns, name string) []string {
+	t.Helper()
+	var (
+		m   metav1.Object
+		err error
+	)
+	ctx := context.Background()
+	switch kind {
+	case datasource.ClaimKind:
+		m, err = f.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	case datasource.SnapshotKind:
+		m, err = f.snapClient.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	if err != nil {
+		t.Fatalf("reading %s %s/%s: %v", kind, ns, name, err)
+	}
+	return m.GetFinalizers()
+}
+
+func sourceClaim(ns, name string, finalizers ...string) *v1.PersistentVolumeClaim {
+	return &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "42", Finalizers: finalizers},
+		Spec:       v1.PersistentVolumeClaimSpec{VolumeName: "pv-" + name},
+		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound},
+	}
+}
+
+func sourceSnapshot(ns, name string, finalizers ...string) *snapshotv1.VolumeSnapshot {
+	return &snapshotv1.VolumeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "43", Finalizers: finalizers},
+		Spec: snapshotv1.VolumeSnapshotSpec{
+			Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("origin")},
+		},
+	}
+}
+
+// user is a claim in ns named name whose dataSourceRef names kind
+// sourceNS/source; mods change its phase and the like.
+func user(ns, name, kind, sourceNS, source string, mods ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim {
+	ref := &v1.TypedObjectReference{Kind: kind, Name: source, Namespace: ptr.To(sourceNS)}
+	if kind == datasource.SnapshotKind {
+		ref.APIGroup = ptr.To(datasource.SnapshotGroup)
+	}
+	c := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       v1.PersistentVolumeClaimSpec{DataSourceRef: ref},
+		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimPending},
+	}
+	for _, m := range mods {
+		m(c)
+	}
+	return c
+}
+
+func bound(c *v1.PersistentVolumeClaim) {
+	c.Status.Phase = v1.ClaimBound
+	c.Spec.VolumeName = "pv-" + c.Name
+}
+
+func deleting(c *v1.PersistentVolumeClaim) {
+	c.DeletionTimestamp = &metav1.Time{}
+	c.Finalizers = []string{"kubernetes.io/pvc-protection"}
+}
+
+func TestIndexBySource(t *testing.T) {
+	tests := []struct {
+		name string
+		obj  any
+		want []string
+	}{
+		{name: "not a claim", obj: &v1.PersistentVolume{}},
+		{name: "claim without a source", obj: &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "dev", Name: "empty"}}},
+		{
+			name: "claim of a volume populator",
+			obj: &v1.PersistentVolumeClaim{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "dev", Name: "hello"},
+				Spec: v1.PersistentVolumeClaimSpec{DataSourceRef: &v1.TypedObjectReference{
+					APIGroup: ptr.To("hello.example.com"), Kind: "Hello", Name: "h",
+				}},
+			},
+		},
+		{
+			name: "legacy dataSource in the claim's namespace",
+			obj: &v1.PersistentVolumeClaim{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "dev", Name: "copy"},
+				Spec:       v1.PersistentVolumeClaimSpec{DataSource: &v1.TypedLocalObjectReference{Kind: datasource.ClaimKind, Name: "db"}},
+			},
+			want: []string{"PersistentVolumeClaim/dev/db"},
+		},
+		{
+			name: "snapshot in another namespace",
+			obj:  user("dev", "copy", datasource.SnapshotKind, "prod", "nightly"),
+			want: []string{"VolumeSnapshot/prod/nightly"},
+		},
+		{
+			name: "claim in another namespace",
+			obj:  user("dev", "copy", datasource.ClaimKind, "prod", "db"),
+			want: []string{"PersistentVolumeClaim/prod/db"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := IndexBySource(tc.obj)
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("IndexBySource() = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestProtect(t *testing.T) {
+	tests := []struct {
+		name   string
+		source runtime.Object
+		kind   string
+		// wantPatch is the finalizer list written; nil for no write.
+		wantPatch []string
+		wantRV    string
+	}{
+		{
+			name:      "claim without finalizers",
+			source:    sourceClaim("prod", "db"),
+			kind:      datasource.ClaimKind,
+			wantPatch: []string{Finalizer}, wantRV: "42",
+		},
+		{
+			name:      "claim with another finalizer keeps it",
+			source:    sourceClaim("prod", "db", otherFinalizer),
+			kind:      datasource.ClaimKind,
+			wantPatch: []string{otherFinalizer, Finalizer}, wantRV: "42",
+		},
+		{
+			name:   "claim already protected is not written",
+			source: sourceClaim("prod", "db", otherFinalizer, Finalizer),
+			kind:   datasource.ClaimKind,
+		},
+		{
+			name:      "snapshot without finalizers",
+			source:    sourceSnapshot("prod", "nightly"),
+			kind:      datasource.SnapshotKind,
+			wantPatch: []string{Finalizer}, wantRV: "43",
+		},
+		{
+			name:      "snapshot with the snapshot controller's finalizer keeps it",
+			source:    sourceSnapshot("prod", "nightly", "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection"),
+			kind:      datasource.SnapshotKind,
+			wantPatch: []string{"snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection", Finalizer}, wantRV: "43",
+		},
+		{
+			name:   "snapshot already protected is not written",
+			source: sourceSnapshot("prod", "nightly", Finalizer),
+			kind:   datasource.SnapshotKind,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, tc.source)
+			m := tc.source.(metav1.Object)
+			src := &datasource.Source{
+				Ref:    datasource.Ref{Kind: tc.kind, Namespace: m.GetNamespace(), Name: m.GetName()},
+				Object: tc.source,
+			}
+
+			if err := f.c.Protect(context.Background(), src); err != nil {
+				t.Fatalf("Protect() error = %v", err)
+			}
+
+			got := f.patches(t)
+			if tc.wantPatch == nil {
+				if len(got) > 0 {
+					t.Errorf("Protect() sent %+v, want no write", got)
+				}
+				return
+			}
+			resource := "persistentvolumeclaims"
+			if tc.kind == datasource.SnapshotKind {
+				resource = "volumesnapshots"
+			}
+			want := []patch{{resource: resource, namespace: "prod", name: m.GetName(), finalizers: tc.wantPatch, resourceVersion: tc.wantRV}}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Protect() sent %+v, want %+v", got, want)
+			}
+			if stored := f.storedFinalizers(t, tc.kind, "prod", m.GetName()); !slices.Equal(stored, tc.wantPatch) {
+				t.Errorf("stored finalizers = %q, want %q", stored, tc.wantPatch)
+			}
+		})
+	}
+}
+
+func TestProtectRejectsObjectWithoutMetadata(t *testing.T) {
+	tests := []struct {
+		name   string
+		object any
+	}{
+		{name: "nil object", object: nil},
+		{name: "not an API object", object: "prod/db"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true)
+			src := &datasource.Source{Ref: datasource.Ref{Kind: datasource.ClaimKind, Namespace: "prod", Name: "db"}, Object: tc.object}
+			if err := f.c.Protect(context.Background(), src); err == nil {
+				t.Error("Protect() error = nil, want an error")
+			}
+			if got := f.patches(t); len(got) > 0 {
+				t.Errorf("Protect() sent %+v, want no write", got)
+			}
+		})
+	}
+}

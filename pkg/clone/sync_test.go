@@ -1,0 +1,289 @@
+package clone
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/crossns/external-provisioner/pkg/datasource"
+)
+
+func TestSyncReleasesSource(t *testing.T) {
+	const (
+		claimKey = "PersistentVolumeClaim/prod/db"
+		snapKey  = "VolumeSnapshot/prod/nightly"
+	)
+	pvc, snap := datasource.ClaimKind, datasource.SnapshotKind
+	tests := []struct {
+		name string
+		key  string
+		objs []runtime.Object
+		// noSnapshotAPI wires the controller without a snapshot informer.
+		noSnapshotAPI bool
+		// wantFinalizers is the list patched onto the source; nil for no write.
+		wantFinalizers []string
+		wantRV         string
+	}{
+		{
+			name:           "claim source no claim names any more is released",
+			key:            claimKey,
+			objs:           []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name:           "other finalizers stay",
+			key:            claimKey,
+			objs:           []runtime.Object{sourceClaim("prod", "db", otherFinalizer, Finalizer, "kubernetes.io/pvc-protection")},
+			wantFinalizers: []string{otherFinalizer, "kubernetes.io/pvc-protection"}, wantRV: "42",
+		},
+		{
+			name: "pending clone in another namespace keeps the claim protected",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db"),
+			},
+		},
+		{
+			name: "pending clone in the source's namespace keeps it protected",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("prod", "copy", pvc, "prod", "db"),
+			},
+		},
+		{
+			name: "one pending clone among finished ones keeps it protected",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "done", pvc, "prod", "db", bound),
+				user("qa", "gone", pvc, "prod", "db", deleting),
+				user("staging", "copy", pvc, "prod", "db"),
+			},
+		},
+		{
+			name: "bound clones do not keep it",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db", bound),
+				user("prod", "copy", pvc, "prod", "db", bound),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "pending clone being deleted does not keep it",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db", deleting),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "lost clone does not keep it",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db", func(c *v1.PersistentVolumeClaim) { c.Status.Phase = v1.ClaimLost }),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "pending claims naming other sources do not keep it",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "a", pvc, "prod", "other"),  // another name
+				user("dev", "b", pvc, "dev", "db"),      // same name, another namespace
+				user("dev", "c", snap, "prod", "db"),    // same name, another kind
+				user("dev", "d", "Hello", "prod", "db"), // not a handled kind
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "claim source without our finalizer is not written",
+			key:  claimKey,
+			objs: []runtime.Object{sourceClaim("prod", "db", otherFinalizer)},
+		},
+		{
+			name: "missing claim source",
+			key:  claimKey,
+			objs: []runtime.Object{user("dev", "copy", pvc, "prod", "db", bound)},
+		},
+		{
+			name:           "snapshot source no claim names any more is released",
+			key:            snapKey,
+			objs:           []runtime.Object{sourceSnapshot("prod", "nightly", otherFinalizer, Finalizer)},
+			wantFinalizers: []string{otherFinalizer}, wantRV: "43",
+		},
+		{
+			name: "pending restore in another namespace keeps the snapshot protected",
+			key:  snapKey,
+			objs: []runtime.Object{
+				sourceSnapshot("prod", "nightly", Finalizer),
+				user("dev", "copy", snap, "prod", "nightly"),
+			},
+		},
+		{
+			name: "bound restore does not keep the snapshot",
+			key:  snapKey,
+			objs: []runtime.Object{
+				sourceSnapshot("prod", "nightly", Finalizer),
+				user("dev", "copy", snap, "prod", "nightly", bound),
+			},
+			wantFinalizers: []string{}, wantRV: "43",
+		},
+		{
+			name: "missing snapshot source",
+			key:  snapKey,
+			objs: []runtime.Object{user("dev", "copy", snap, "prod", "nightly")},
+		},
+		{
+			name:          "snapshot source without the snapshot API",
+			key:           snapKey,
+			objs:          []runtime.Object{sourceSnapshot("prod", "nightly", Finalizer)},
+			noSnapshotAPI: true,
+		},
+		{
+			name: "unknown kind",
+			key:  "Hello/prod/h",
+		},
+		{
+			name: "malformed key",
+			key:  "PersistentVolumeClaim/db",
+			objs: []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, !tc.noSnapshotAPI, tc.objs...)
+
+			if err := f.c.sync(context.Background(), tc.key); err != nil {
+				t.Fatalf("sync(%q) error = %v", tc.key, err)
+			}
+
+			got := f.patches(t)
+			if tc.wantFinalizers == nil {
+				if len(got) > 0 {
+					t.Errorf("sync() sent %+v, want no write", got)
+				}
+				return
+			}
+			kind, ns, name, _ := splitKey(tc.key)
+			resource := "persistentvolumeclaims"
+			if kind == datasource.SnapshotKind {
+				resource = "volumesnapshots"
+			}
+			want := []patch{{resource: resource, namespace: ns, name: name, finalizers: tc.wantFinalizers, resourceVersion: tc.wantRV}}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("sync() sent %+v, want %+v", got, want)
+			}
+			stored := f.storedFinalizers(t, kind, ns, name)
+			if len(stored) != len(tc.wantFinalizers) || (len(stored) > 0 && !slices.Equal(stored, tc.wantFinalizers)) {
+				t.Errorf("stored finalizers = %q, want %q", stored, tc.wantFinalizers)
+			}
+		})
+	}
+}
+
+// TestProcessNext checks the queue contract: a released or vanished source
+// is forgotten, a failed write is retried with backoff.
+func TestProcessNext(t *testing.T) {
+	tests := []struct {
+		name         string
+		patchErr     error
+		wantRequeues int
+	}{
+		{name: "released"},
+		{name: "conflict is retried", patchErr: apierrors.NewConflict(schema.GroupResource{Resource: "persistentvolumeclaims"}, "db", nil), wantRequeues: 1},
+		{name: "source deleted meanwhile is done", patchErr: apierrors.NewNotFound(schema.GroupResource{Resource: "persistentvolumeclaims"}, "db")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, sourceClaim("prod", "db", Finalizer))
+			if tc.patchErr != nil {
+				f.client.PrependReactor("patch", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
+					return true, nil, tc.patchErr
+				})
+			}
+			const key = "PersistentVolumeClaim/prod/db"
+			f.c.queue.Add(key)
+
+			if !f.c.processNext(context.Background()) {
+				t.Fatal("processNext() = false, want true")
+			}
+			if got := f.c.queue.NumRequeues(key); got != tc.wantRequeues {
+				t.Errorf("requeues = %d, want %d", got, tc.wantRequeues)
+			}
+			if got := len(f.patches(t)); got != 1 {
+				t.Errorf("patches sent = %d, want 1", got)
+			}
+		})
+	}
+}
+
+// TestEnqueue checks which informer events put a source key in the queue.
+func TestEnqueue(t *testing.T) {
+	pvc, snap := datasource.ClaimKind, datasource.SnapshotKind
+	tests := []struct {
+		name string
+		call func(c *Controller)
+		want []string
+	}{
+		{
+			name: "claim naming a source in another namespace",
+			call: func(c *Controller) { c.enqueueClaimSource(user("dev", "copy", pvc, "prod", "db")) },
+			want: []string{"PersistentVolumeClaim/prod/db"},
+		},
+		{
+			name: "deleted claim seen as a tombstone",
+			call: func(c *Controller) {
+				c.enqueueClaimSource(cache.DeletedFinalStateUnknown{Key: "dev/copy", Obj: user("dev", "copy", snap, "prod", "nightly")})
+			},
+			want: []string{"VolumeSnapshot/prod/nightly"},
+		},
+		{
+			name: "claim without a source",
+			call: func(c *Controller) { c.enqueueClaimSource(sourceClaim("prod", "db")) },
+		},
+		{
+			name: "protected claim, e.g. left behind by a crash",
+			call: func(c *Controller) { c.enqueueIfProtected(sourceClaim("prod", "db", Finalizer), pvc) },
+			want: []string{"PersistentVolumeClaim/prod/db"},
+		},
+		{
+			name: "protected snapshot",
+			call: func(c *Controller) { c.enqueueIfProtected(sourceSnapshot("prod", "nightly", Finalizer), snap) },
+			want: []string{"VolumeSnapshot/prod/nightly"},
+		},
+		{
+			name: "unprotected snapshot",
+			call: func(c *Controller) { c.enqueueIfProtected(sourceSnapshot("prod", "nightly", otherFinalizer), snap) },
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true)
+			tc.call(f.c)
+			var got []string
+			for f.c.queue.Len() > 0 {
+				k, _ := f.c.queue.Get()
+				got = append(got, k)
+				f.c.queue.Done(k)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("queued %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
