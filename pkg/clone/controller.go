@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
@@ -71,6 +72,10 @@ type Controller struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 	// synced reports informer caches filled.
 	synced []cache.InformerSynced
+	// locks serialises Protect and release per source key; protected holds
+	// the UIDs of sources known to carry the finalizer; released the keys
+	// whose finalizer this process removed (until it adds it again).
+	locks, protected, released sync.Map
 }
 
 // New wires the controller to shared informers. snapshots may be nil.
@@ -135,24 +140,70 @@ func (c *Controller) enqueueIfProtected(obj any, kind string) {
 	c.queue.Add(kind + "/" + m.GetNamespace() + "/" + m.GetName())
 }
 
-// Protect adds the finalizer to the source before CreateVolume. The cached
-// object is enough to skip the write when it is already there: the finalizer
-// is only removed when no pending claim names the source, and the claim
-// being provisioned is pending.
+// Protect adds the finalizer to the source before CreateVolume. Many claims
+// restoring one source arrive at once (fan-out): the first caller per source
+// writes, the others find it protected and skip, so there is one write per
+// source rather than a conflicting patch per claim.
 func (c *Controller) Protect(ctx context.Context, src *datasource.Source) error {
 	m, err := meta(src.Object)
 	if err != nil {
 		return err
 	}
-	if slices.Contains(m.GetFinalizers(), Finalizer) {
+	key := SourceKey(src.Ref)
+	lock := c.sourceLock(key)
+	lock.Lock()
+	defer lock.Unlock()
+	if c.isProtected(key, m.GetUID()) {
+		return nil
+	}
+	// A finalizer in the cache is trusted unless this process just removed
+	// it (the cache may not show that yet).
+	if _, released := c.released.Load(key); !released && slices.Contains(m.GetFinalizers(), Finalizer) {
+		c.setProtected(key, m.GetUID())
 		return nil
 	}
 	fins := append(slices.Clone(m.GetFinalizers()), Finalizer)
-	if err := c.patchFinalizers(ctx, src.Kind, m.GetNamespace(), m.GetName(), m.GetResourceVersion(), fins); err != nil {
+	err = c.patchFinalizers(ctx, src.Kind, m.GetNamespace(), m.GetName(), m.GetResourceVersion(), fins)
+	if apierrors.IsConflict(err) {
+		// The cache was stale: read the source once and try again.
+		var fresh metav1.Object
+		if fresh, err = c.get(ctx, src.Kind, m.GetNamespace(), m.GetName()); err == nil && !slices.Contains(fresh.GetFinalizers(), Finalizer) {
+			fins = append(slices.Clone(fresh.GetFinalizers()), Finalizer)
+			err = c.patchFinalizers(ctx, src.Kind, fresh.GetNamespace(), fresh.GetName(), fresh.GetResourceVersion(), fins)
+		}
+	}
+	if err != nil {
 		return err
 	}
+	c.released.Delete(key)
+	c.setProtected(key, m.GetUID())
 	klog.FromContext(ctx).V(4).Info("Protected data source", "source", src.Ref.String())
 	return nil
+}
+
+// sourceLock returns the mutex that serialises Protect per source.
+func (c *Controller) sourceLock(key string) *sync.Mutex {
+	l, _ := c.locks.LoadOrStore(key, &sync.Mutex{})
+	return l.(*sync.Mutex)
+}
+
+// protected remembers sources this process added the finalizer to (by UID,
+// so a re-created source is protected again) until sync releases them.
+func (c *Controller) isProtected(key string, uid types.UID) bool {
+	v, ok := c.protected.Load(key)
+	return ok && v.(types.UID) == uid
+}
+
+func (c *Controller) setProtected(key string, uid types.UID) { c.protected.Store(key, uid) }
+
+func (c *Controller) get(ctx context.Context, kind, ns, name string) (metav1.Object, error) {
+	switch kind {
+	case datasource.ClaimKind:
+		return c.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	case datasource.SnapshotKind:
+		return c.snapClient.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	return nil, fmt.Errorf("unknown source kind %q", kind)
 }
 
 // Run processes the queue until ctx ends.
@@ -209,6 +260,14 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if !slices.Contains(m.GetFinalizers(), Finalizer) {
 		return nil
 	}
+	// Protect waits while a release is decided, so a claim arriving now is
+	// either seen here as pending or adds the finalizer back afterwards.
+	lock := c.sourceLock(key)
+	lock.Lock()
+	defer lock.Unlock()
+	if _, ok := c.released.Load(key); ok {
+		return nil // removed already; the cache has not caught up
+	}
 	users, err := c.claimIndex.ByIndex(SourceIndex, key)
 	if err != nil {
 		return fmt.Errorf("looking up claims of %s: %w", key, err)
@@ -224,6 +283,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err := c.patchFinalizers(ctx, kind, ns, name, m.GetResourceVersion(), fins); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
+	c.protected.Delete(key)
+	c.released.Store(key, struct{}{})
 	klog.FromContext(ctx).V(4).Info("Released data source", "source", key)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -403,3 +404,5 @@ func volumeSource(handle string) *csi.VolumeContentSource {
 }
 
 func gib(n int64) int64 { return n << 30 }
+
+func protoEqual(a, b *csi.CreateVolumeRequest) bool { return proto.Equal(a, b) }

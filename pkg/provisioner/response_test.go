@@ -21,7 +21,7 @@ func TestCreateVolumeResponse(t *testing.T) {
 		// claim and class modifiers
 		claim   []func(*v1.PersistentVolumeClaim)
 		class   func(*storagev1.StorageClass)
-		readOnl bool // --controller-publish-readonly
+		readOnly bool // --controller-publish-readonly
 		// objects preloaded (a data source)
 		objects []runtime.Object
 
@@ -76,23 +76,23 @@ func TestCreateVolumeResponse(t *testing.T) {
 		{name: "class reclaim policy Retain", answer: createOK(),
 			class:        func(c *storagev1.StorageClass) { c.ReclaimPolicy = ptrReclaim(v1.PersistentVolumeReclaimRetain) },
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimRetain},
-		{name: "ReadOnly: ROX only with --controller-publish-readonly", answer: createOK(), readOnl: true,
+		{name: "ReadOnly: ROX only with --controller-publish-readonly", answer: createOK(), readOnly: true,
 			claim:        mods(withModes(v1.ReadOnlyMany)),
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete, wantReadOnly: true},
 		{name: "not ReadOnly: ROX without --controller-publish-readonly", answer: createOK(),
 			claim:        mods(withModes(v1.ReadOnlyMany)),
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete},
-		{name: "not ReadOnly: RWX with --controller-publish-readonly", answer: createOK(), readOnl: true,
+		{name: "not ReadOnly: RWX with --controller-publish-readonly", answer: createOK(), readOnly: true,
 			claim:        mods(withModes(v1.ReadWriteMany)),
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete},
-		{name: "not ReadOnly: RWO with --controller-publish-readonly", answer: createOK(), readOnl: true,
+		{name: "not ReadOnly: RWO with --controller-publish-readonly", answer: createOK(), readOnly: true,
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.objects...)
 			e.csi.script = []createFunc{tc.answer}
-			e.p.ControllerPublishReadOnly = tc.readOnl
+			e.p.ControllerPublishReadOnly = tc.readOnly
 			class := newClass(map[string]string{"type": "ssd"})
 			if tc.class != nil {
 				tc.class(class)
