@@ -96,12 +96,19 @@ func (p *Provisioner) revokedInFlight(ctx context.Context, claim *v1.PersistentV
 		p.inflight.clear(claim.UID) // the driver made nothing
 		return false, "", nil
 	}
-	if err := p.deleteVolume(ctx, resp.GetVolume().GetVolumeId(), req.Secrets); err != nil {
-		return true, controller.ProvisioningInBackground, fmt.Errorf("deleting volume %q created before access was revoked: %w", resp.GetVolume().GetVolumeId(), err)
+	id := resp.GetVolume().GetVolumeId()
+	if id == "" {
+		// A success that names no volume leaves nothing to delete.
+		logger.Error(nil, "Driver answered CreateVolume without a volume", "name", req.Name)
+		p.inflight.clear(claim.UID)
+		return false, "", nil
+	}
+	if err := p.deleteVolume(ctx, id, req.Secrets); err != nil {
+		return true, controller.ProvisioningInBackground, fmt.Errorf("deleting volume %q created before access was revoked: %w", id, err)
 	}
 	p.inflight.clear(claim.UID)
-	msg := fmt.Sprintf("access to the data source was revoked while its volume was being created; the volume %q was deleted and nothing was provisioned. %s", resp.Volume.VolumeId, de.Message)
-	logger.Info("Deleted volume created before its grant was revoked", "volumeHandle", resp.Volume.VolumeId)
+	msg := fmt.Sprintf("access to the data source was revoked while its volume was being created; the volume %q was deleted and nothing was provisioned. %s", id, de.Message)
+	logger.Info("Deleted volume created before its grant was revoked", "volumeHandle", id)
 	p.Recorder.Event(claim, v1.EventTypeWarning, events.ReferenceGrantRevoked, msg)
 	p.Metrics.ObserveDenial("revoked_in_flight")
 	return true, controller.ProvisioningFinished, &controller.IgnoredError{Reason: msg}

@@ -57,7 +57,7 @@ func runSameNamespace(t *testing.T, tc sameNamespaceCase) {
 	}
 	ref, _ := datasource.RefOf(newClaim("dev", "data", tc.claim...))
 	wantAnn := map[string]string{SourceNamespaceAnnotation: "dev", SourceKindAnnotation: ref.Kind, SourceNameAnnotation: ref.Name}
-	if !reflect.DeepEqual(pv.Annotations, wantAnn) {
+	if !reflect.DeepEqual(provenance(pv), wantAnn) {
 		t.Errorf("PV annotations = %v, want %v (and no grant within one namespace)", pv.Annotations, wantAnn)
 	}
 	e.assertEvents(t, claimEvent(v1.EventTypeNormal, events.ProvisionedFromSource, "Provisioned "+pvName+" from "+tc.wantSource))
@@ -130,7 +130,7 @@ func TestCloneInSameNamespace(t *testing.T) {
 	source := func(size string, mods ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim {
 		return boundClaim("dev", "src", "pv-src", size, mods...)
 	}
-	pv := csiVolume("pv-src", driverName, "vol-src")
+	pv := volumeOf(source("1Gi"), driverName, "vol-src")
 	ok := volumeSource("vol-src")
 	const src = "PersistentVolumeClaim dev/src"
 	tests := []sameNamespaceCase{
@@ -144,10 +144,14 @@ func TestCloneInSameNamespace(t *testing.T) {
 			wantErr: "a clone keeps the source's volume mode"},
 		{name: "Filesystem clone of a Block source", objects: objs(source("1Gi", withMode(v1.PersistentVolumeBlock)), pv), claim: mods(fromClaim("", "src")),
 			wantErr: "is a Block volume and the claim asks for Filesystem"},
-		{name: "source of another driver", objects: objs(source("1Gi"), csiVolume("pv-src", "ebs.csi.aws.com", "vol-src")), claim: mods(fromClaim("", "src")),
+		{name: "source of another driver", objects: objs(source("1Gi"), volumeOf(source("1Gi"), "ebs.csi.aws.com", "vol-src")), claim: mods(fromClaim("", "src")),
 			wantErr: `is not a volume of driver "` + driverName + `"`},
-		{name: "source not a CSI volume", objects: objs(source("1Gi"), &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-src"}}), claim: mods(fromClaim("", "src")),
+		{name: "source not a CSI volume", objects: objs(source("1Gi"), &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-src"}, Spec: v1.PersistentVolumeSpec{ClaimRef: pv.Spec.ClaimRef}}), claim: mods(fromClaim("", "src")),
 			wantErr: "is not a volume of driver"},
+		{name: "source's PV bound to another claim", objects: objs(source("1Gi"), volumeOf(boundClaim("dev", "other", "pv-src", "1Gi"), driverName, "vol-src")),
+			claim: mods(fromClaim("", "src")), wantErr: `PersistentVolume "pv-src" is not bound to PersistentVolumeClaim dev/src`},
+		{name: "source's PV bound to an older claim of that name", objects: objs(source("1Gi"), volumeOf(source("1Gi", withUID("old-uid")), driverName, "vol-src")),
+			claim: mods(fromClaim("", "src")), wantErr: "is not bound to"},
 		{name: "source not bound", objects: objs(source("1Gi", func(c *v1.PersistentVolumeClaim) { c.Status.Phase = v1.ClaimPending }), pv),
 			claim: mods(fromClaim("", "src")), wantErr: "PersistentVolumeClaim dev/src is not bound yet"},
 		{name: "source PV not found", objects: objs(source("1Gi")), claim: mods(fromClaim("", "src")), wantErr: `PersistentVolume "pv-src" of PersistentVolumeClaim dev/src not found`},
@@ -170,7 +174,7 @@ func TestSourceProtectionFails(t *testing.T) {
 		claim   func(*v1.PersistentVolumeClaim)
 		wantErr string
 	}{
-		{name: "clone", objects: objs(boundClaim("dev", "src", "pv-src", "1Gi"), csiVolume("pv-src", driverName, "vol-src")),
+		{name: "clone", objects: objs(boundClaim("dev", "src", "pv-src", "1Gi"), volumeOf(boundClaim("dev", "src", "pv-src", "1Gi"), driverName, "vol-src")),
 			claim: fromClaim("", "src"), wantErr: "protecting PersistentVolumeClaim dev/src while it is used: conflict"},
 		{name: "snapshot", objects: objs(readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "h")),
 			claim: fromSnapshot("", "nightly"), wantErr: "protecting VolumeSnapshot dev/nightly while it is used: conflict"},

@@ -6,6 +6,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
@@ -44,12 +45,14 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	return p.deleteVolume(ctx, pv.Spec.CSI.VolumeHandle, secrets)
 }
 
-// deletionSecrets reads the secret recorded on the PV at provisioning. PVs
+// deletionSecrets reads the secret recorded on the PV at provisioning (empty
+// annotations, as the upstream sidecar writes them, record "no secret"). PVs
 // from before that record fall back to the StorageClass, when it still
-// exists and needs no claim to resolve.
+// exists; its claim templates resolve from the PV's claimRef, as upstream.
 func (p *Provisioner) deletionSecrets(ctx context.Context, pv *v1.PersistentVolume) (map[string]string, error) {
 	ref := &v1.SecretReference{Name: pv.Annotations[deletionSecretNameAnn], Namespace: pv.Annotations[deletionSecretNamespaceAnn]}
-	if ref.Name == "" && pv.Spec.StorageClassName != "" {
+	_, recorded := pv.Annotations[deletionSecretNameAnn]
+	if !recorded && pv.Spec.StorageClassName != "" {
 		class, err := p.Client.StorageV1().StorageClasses().Get(ctx, pv.Spec.StorageClassName, metav1GetOptions)
 		if apierrors.IsNotFound(err) {
 			return nil, nil
@@ -61,7 +64,13 @@ func (p *Provisioner) deletionSecrets(ctx context.Context, pv *v1.PersistentVolu
 		if err != nil {
 			return nil, err
 		}
-		if ref, err = resolveSecretRef(cp, provisionerSecret, templateParams{pvName: pv.Name}); err != nil || ref == nil {
+		tp := templateParams{pvName: pv.Name}
+		if c := pv.Spec.ClaimRef; c != nil {
+			// Name and namespace only: the claim may be gone, and its
+			// annotations are never trusted for this secret.
+			tp.claim = &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace}}
+		}
+		if ref, err = resolveSecretRef(cp, provisionerSecret, tp); err != nil || ref == nil {
 			return nil, err
 		}
 	}

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/rpc"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapshotlisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumesnapshot/v1"
-	"github.com/kubernetes-csi/csi-lib-utils/rpc"
+	"google.golang.org/protobuf/proto"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -23,7 +24,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -319,12 +319,12 @@ func fromClaim(ns, name string) func(*v1.PersistentVolumeClaim) {
 
 // boundClaim is a source claim bound to volume volName.
 func boundClaim(ns, name, volName, size string, mods ...func(*v1.PersistentVolumeClaim)) *v1.PersistentVolumeClaim {
-	c := newClaim(ns, name, append([]func(*v1.PersistentVolumeClaim){
-		withUID(types.UID("uid-" + ns + "-" + name)), withRequest(size),
-	}, mods...)...)
-	c.Spec.VolumeName = volName
-	c.Status.Phase = v1.ClaimBound
-	return c
+	bound := func(c *v1.PersistentVolumeClaim) {
+		c.UID = types.UID("uid-" + ns + "-" + name)
+		c.Spec.VolumeName = volName
+		c.Status.Phase = v1.ClaimBound
+	}
+	return newClaim(ns, name, append([]func(*v1.PersistentVolumeClaim){bound, withRequest(size)}, mods...)...)
 }
 
 func csiVolume(name, driver, handle string) *v1.PersistentVolume {
@@ -335,6 +335,13 @@ func csiVolume(name, driver, handle string) *v1.PersistentVolume {
 			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{Driver: driver, VolumeHandle: handle}},
 		},
 	}
+}
+
+// volumeOf is the CSI PV a source claim is bound to, bound back to it.
+func volumeOf(claim *v1.PersistentVolumeClaim, driver, handle string) *v1.PersistentVolume {
+	pv := csiVolume(claim.Spec.VolumeName, driver, handle)
+	pv.Spec.ClaimRef = &v1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID}
+	return pv
 }
 
 func newClass(params map[string]string, mods ...func(*storagev1.StorageClass)) *storagev1.StorageClass {
@@ -406,3 +413,14 @@ func volumeSource(handle string) *csi.VolumeContentSource {
 func gib(n int64) int64 { return n << 30 }
 
 func protoEqual(a, b *csi.CreateVolumeRequest) bool { return proto.Equal(a, b) }
+
+// provenance returns the PV's provenance annotations only.
+func provenance(pv *v1.PersistentVolume) map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{SourceNamespaceAnnotation, SourceKindAnnotation, SourceNameAnnotation, ReferenceGrantAnnotation} {
+		if v, ok := pv.Annotations[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}

@@ -223,6 +223,12 @@ func (p *Provisioner) readSecret(ctx context.Context, ref *v1.SecretReference) (
 // denied reports a refused data source once, with its own reason, and tells
 // the loop to stop retrying on a timer: a grant change requeues the claim.
 func (p *Provisioner) denied(ctx context.Context, claim *v1.PersistentVolumeClaim, de *datasource.Error) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	if de.Reason == events.ReferenceGrantsUnavailable && p.inflight.get(claim.UID) != nil {
+		// Unreadable grants are not a revocation: keep the call in flight
+		// and decide once grants can be read (they requeue the claim).
+		p.Recorder.Event(claim, v1.EventTypeWarning, de.Reason, de.Message)
+		return nil, controller.ProvisioningInBackground, fmt.Errorf("%s; a CreateVolume for this claim may still be running and is finished or cleaned up then", de.Message)
+	}
 	if done, state, err := p.revokedInFlight(ctx, claim, de); done {
 		return nil, state, err
 	}
@@ -253,4 +259,3 @@ func sourceLabel(src *datasource.Source) string {
 	return src.Ref.String()
 }
 
-var _ = events.ProvisionedFromSource

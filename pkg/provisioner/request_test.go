@@ -5,10 +5,10 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/protobuf/proto"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 )
 
@@ -185,10 +185,10 @@ func TestParameters(t *testing.T) {
 		{name: "driver parameters pass through", params: map[string]string{"type": "ssd", "fstype": "ext4"},
 			want: map[string]string{"type": "ssd", "fstype": "ext4"}},
 		{name: "reserved keys removed", params: map[string]string{
-			"type":                                   "ssd",
-			"csi.storage.k8s.io/fstype":              "xfs",
-			"csi.storage.k8s.io/node-publish-secret-name":      "np",
-			"csi.storage.k8s.io/node-publish-secret-namespace": "dev",
+			"type":                      "ssd",
+			"csi.storage.k8s.io/fstype": "xfs",
+			"csi.storage.k8s.io/node-publish-secret-name":           "np",
+			"csi.storage.k8s.io/node-publish-secret-namespace":      "dev",
 			"csi.storage.k8s.io/controller-expand-secret-name":      "ce",
 			"csi.storage.k8s.io/controller-expand-secret-namespace": "dev",
 		}, want: map[string]string{"type": "ssd"}},
@@ -196,7 +196,7 @@ func TestParameters(t *testing.T) {
 			wantErr: `"csi.storage.k8s.io/fs-type" is not known`},
 		{name: "extra create metadata", params: map[string]string{"type": "ssd", "csi.storage.k8s.io/fstype": "xfs"}, extraCreateMetadata: true,
 			want: map[string]string{
-				"type":                          "ssd",
+				"type":                             "ssd",
 				"csi.storage.k8s.io/pvc/name":      "data",
 				"csi.storage.k8s.io/pvc/namespace": "dev",
 				"csi.storage.k8s.io/pv/name":       pvName,

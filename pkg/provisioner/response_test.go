@@ -19,8 +19,8 @@ func TestCreateVolumeResponse(t *testing.T) {
 		// answer is the driver's answer to CreateVolume
 		answer createFunc
 		// claim and class modifiers
-		claim   []func(*v1.PersistentVolumeClaim)
-		class   func(*storagev1.StorageClass)
+		claim    []func(*v1.PersistentVolumeClaim)
+		class    func(*storagev1.StorageClass)
 		readOnly bool // --controller-publish-readonly
 		// objects preloaded (a data source)
 		objects []runtime.Object
@@ -66,8 +66,8 @@ func TestCreateVolumeResponse(t *testing.T) {
 			objects: []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},
 			wantErr: "without the requested data source; it was deleted", wantDeletes: []string{"vol-" + name}},
 		{name: "content source echoed: provenance recorded", answer: createOK(),
-			claim:   mods(fromSnapshot("", "nightly")),
-			objects: []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},
+			claim:        mods(fromSnapshot("", "nightly")),
+			objects:      []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},
 			wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete, wantSourceAnn: true},
 		{name: "no volume in the response", answer: func(*csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 			return &csi.CreateVolumeResponse{}, nil
@@ -135,13 +135,12 @@ func TestCreateVolumeResponse(t *testing.T) {
 			if csiSrc.ReadOnly != tc.wantReadOnly {
 				t.Errorf("PV readOnly = %v, want %v", csiSrc.ReadOnly, tc.wantReadOnly)
 			}
-			wantAnn := map[string]string{}
+			// "No deletion secret" is recorded too, as the upstream sidecar does.
+			wantAnn := map[string]string{deletionSecretNameAnn: "", deletionSecretNamespaceAnn: ""}
 			if tc.wantSourceAnn {
-				wantAnn = map[string]string{
-					SourceNamespaceAnnotation: "dev",
-					SourceKindAnnotation:      "VolumeSnapshot",
-					SourceNameAnnotation:      "nightly",
-				}
+				wantAnn[SourceNamespaceAnnotation] = "dev"
+				wantAnn[SourceKindAnnotation] = "VolumeSnapshot"
+				wantAnn[SourceNameAnnotation] = "nightly"
 			}
 			if !reflect.DeepEqual(pv.Annotations, wantAnn) {
 				t.Errorf("PV annotations = %v, want %v", pv.Annotations, wantAnn)

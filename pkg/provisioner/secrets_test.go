@@ -16,7 +16,7 @@ import (
 var secretRefOnPV = map[string]func(*v1.PersistentVolume) *v1.SecretReference{
 	"provisioner": func(pv *v1.PersistentVolume) *v1.SecretReference {
 		name, ok := pv.Annotations[deletionSecretNameAnn]
-		if !ok {
+		if !ok || name == "" { // empty records "no secret"
 			return nil
 		}
 		return &v1.SecretReference{Name: name, Namespace: pv.Annotations[deletionSecretNamespaceAnn]}

@@ -2,7 +2,6 @@ package provisioner
 
 import (
 	"context"
-	"fmt"
 	"maps"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -83,6 +82,9 @@ func (p *Provisioner) buildVolume(_ context.Context, claim *v1.PersistentVolumeC
 			NodeAffinity:                  topology.NodeAffinity(vol.AccessibleTopology),
 		},
 	}
+	// Recorded even when empty ("no secret"), so deletion never has to read
+	// the StorageClass again.
+	pv.Annotations[deletionSecretNameAnn], pv.Annotations[deletionSecretNamespaceAnn] = "", ""
 	if ref := refs[provisionerSecret]; ref != nil {
 		pv.Annotations[deletionSecretNameAnn] = ref.Name
 		pv.Annotations[deletionSecretNamespaceAnn] = ref.Namespace
@@ -125,4 +127,3 @@ func (p *Provisioner) recordProvenance(claim *v1.PersistentVolumeClaim, pv *v1.P
 	}
 }
 
-var _ = fmt.Sprintf

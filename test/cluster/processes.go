@@ -18,7 +18,7 @@ import (
 
 // stopTimeout is how long a component gets to exit after SIGTERM before it
 // is killed.
-const stopTimeout = 15 * time.Second
+var stopTimeout = 15 * time.Second
 
 // startDetached starts bin in its own session (setsid), so it outlives the
 // command that started it and ^C in that terminal does not reach it, with
