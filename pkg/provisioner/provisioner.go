@@ -258,4 +258,3 @@ func sourceLabel(src *datasource.Source) string {
 	}
 	return src.Ref.String()
 }
-

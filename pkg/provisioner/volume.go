@@ -126,4 +126,3 @@ func (p *Provisioner) recordProvenance(claim *v1.PersistentVolumeClaim, pv *v1.P
 			"Used as the source of %s/%s under ReferenceGrant %s/%s", claim.Namespace, claim.Name, src.Namespace, src.Grant)
 	}
 }
-
