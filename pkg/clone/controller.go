@@ -162,7 +162,8 @@ func (c *Controller) Protect(ctx context.Context, src *datasource.Source) error 
 		c.setProtected(key, m.GetUID())
 		return nil
 	}
-	fins := append(slices.Clone(m.GetFinalizers()), Finalizer)
+	// The cached list may still hold the finalizer this process removed.
+	fins := append(withoutFinalizer(m.GetFinalizers()), Finalizer)
 	err = c.patchFinalizers(ctx, src.Kind, m.GetNamespace(), m.GetName(), m.GetResourceVersion(), fins)
 	if apierrors.IsConflict(err) {
 		// The cache was stale: read the source once and try again.
@@ -279,7 +280,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			return nil
 		}
 	}
-	fins := slices.DeleteFunc(slices.Clone(m.GetFinalizers()), func(f string) bool { return f == Finalizer })
+	fins := withoutFinalizer(m.GetFinalizers())
 	if err := c.patchFinalizers(ctx, kind, ns, name, m.GetResourceVersion(), fins); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
@@ -322,6 +323,11 @@ func (c *Controller) patchFinalizers(ctx context.Context, kind, ns, name, rv str
 		return fmt.Errorf("updating finalizers of %s %s/%s: %w", kind, ns, name, err)
 	}
 	return nil
+}
+
+// withoutFinalizer returns a copy of fins without Finalizer.
+func withoutFinalizer(fins []string) []string {
+	return slices.DeleteFunc(slices.Clone(fins), func(f string) bool { return f == Finalizer })
 }
 
 func meta(obj any) (metav1.Object, error) {

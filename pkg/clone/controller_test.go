@@ -3,16 +3,20 @@ package clone
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
@@ -324,6 +328,169 @@ func TestProtectRejectsObjectWithoutMetadata(t *testing.T) {
 			}
 			if got := f.patches(t); len(got) > 0 {
 				t.Errorf("Protect() sent %+v, want no write", got)
+			}
+		})
+	}
+}
+
+// TestProtectWrites checks how many writes Protect and release make when
+// many claims name one source and the cache lags behind the writes.
+func TestProtectWrites(t *testing.T) {
+	const claimKey = "PersistentVolumeClaim/prod/db"
+	pvcRef := datasource.Ref{Kind: datasource.ClaimKind, Namespace: "prod", Name: "db"}
+	protect := func(obj *v1.PersistentVolumeClaim) func(*fixture) error {
+		return func(f *fixture) error {
+			return f.c.Protect(context.Background(), &datasource.Source{Ref: pvcRef, Object: obj})
+		}
+	}
+	release := func(f *fixture) error { return f.c.sync(context.Background(), claimKey) }
+	withUID := func(c *v1.PersistentVolumeClaim, uid types.UID) *v1.PersistentVolumeClaim {
+		c.UID = uid
+		return c
+	}
+	withRV := func(c *v1.PersistentVolumeClaim, rv string) *v1.PersistentVolumeClaim {
+		c.ResourceVersion = rv
+		return c
+	}
+	stale := withUID(sourceClaim("prod", "db"), "uid-1")
+
+	tests := []struct {
+		name string
+		// server is the source as the API server has it; the cache holds
+		// the same unless a step passes another version.
+		server *v1.PersistentVolumeClaim
+		steps  []func(*fixture) error
+		// conflicts is how many patches the API server refuses with a conflict first.
+		conflicts int
+		want      []patch
+		wantErr   bool
+	}{
+		{
+			name:   "fan-out: claims restoring one source write once",
+			server: withUID(sourceClaim("prod", "db"), "uid-1"),
+			steps:  []func(*fixture) error{protect(stale), protect(stale), protect(stale)},
+			want:   []patch{{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"}},
+		},
+		{
+			name:   "a re-created source of the same name is protected again",
+			server: withUID(sourceClaim("prod", "db"), "uid-2"),
+			steps:  []func(*fixture) error{protect(stale), protect(withUID(sourceClaim("prod", "db"), "uid-2"))},
+			want: []patch{
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
+			},
+		},
+		{
+			name:   "released source whose cache still shows the finalizer is protected again",
+			server: withUID(sourceClaim("prod", "db", Finalizer), "uid-1"),
+			steps: []func(*fixture) error{
+				release,
+				protect(withUID(sourceClaim("prod", "db", Finalizer), "uid-1")),
+			},
+			want: []patch{
+				{"persistentvolumeclaims", "prod", "db", []string{}, "42"},
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
+			},
+		},
+		{
+			name:   "release is not repeated while the cache lags",
+			server: withUID(sourceClaim("prod", "db", Finalizer), "uid-1"),
+			steps:  []func(*fixture) error{release, release},
+			want:   []patch{{"persistentvolumeclaims", "prod", "db", []string{}, "42"}},
+		},
+		{
+			name:      "conflict: the source is read again and patched at its current version",
+			server:    withRV(withUID(sourceClaim("prod", "db", otherFinalizer), "uid-1"), "57"),
+			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41"))},
+			conflicts: 1,
+			want: []patch{
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"},
+				{"persistentvolumeclaims", "prod", "db", []string{otherFinalizer, Finalizer}, "57"},
+			},
+		},
+		{
+			name:      "conflict: the current source already carries the finalizer",
+			server:    withRV(withUID(sourceClaim("prod", "db", Finalizer), "uid-1"), "57"),
+			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41")), protect(stale)},
+			conflicts: 1,
+			want:      []patch{{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"}},
+		},
+		{
+			name:      "conflict twice is returned for a retry",
+			server:    withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "57"),
+			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41"))},
+			conflicts: 2,
+			want: []patch{
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"},
+				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "57"},
+			},
+			wantErr: true,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, tc.server)
+			conflicts := tc.conflicts
+			f.client.PrependReactor("patch", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
+				if conflicts == 0 {
+					return false, nil, nil
+				}
+				conflicts--
+				return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "persistentvolumeclaims"}, "db", errors.New("the object has been modified"))
+			})
+			var err error
+			for i, step := range tc.steps {
+				if err = step(f); err != nil && i < len(tc.steps)-1 {
+					t.Fatalf("step %d: %v", i, err)
+				}
+			}
+			if (err != nil) != tc.wantErr {
+				t.Errorf("last step error = %v, want error: %v", err, tc.wantErr)
+			}
+			if got := f.patches(t); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("patches = %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestProtectConcurrentFanOut runs Protect for many claims of one source at
+// once, as provisioning workers do, and expects one write.
+func TestProtectConcurrentFanOut(t *testing.T) {
+	tests := []struct {
+		name    string
+		claims  int
+		source  runtime.Object
+		wantRes string
+	}{
+		{name: "one claim", claims: 1, source: sourceClaim("prod", "db"), wantRes: "persistentvolumeclaims"},
+		{name: "fifty claims of a claim", claims: 50, source: sourceClaim("prod", "db"), wantRes: "persistentvolumeclaims"},
+		{name: "fifty claims of a snapshot", claims: 50, source: sourceSnapshot("prod", "nightly"), wantRes: "volumesnapshots"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, tc.source)
+			m := tc.source.(metav1.Object)
+			kind := datasource.ClaimKind
+			if tc.wantRes == "volumesnapshots" {
+				kind = datasource.SnapshotKind
+			}
+			src := &datasource.Source{Ref: datasource.Ref{Kind: kind, Namespace: "prod", Name: m.GetName()}, Object: tc.source}
+			errs := make(chan error, tc.claims)
+			var wg sync.WaitGroup
+			for range tc.claims {
+				wg.Go(func() { errs <- f.c.Protect(context.Background(), src) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Errorf("Protect() error = %v", err)
+				}
+			}
+			got := f.patches(t)
+			if len(got) != 1 || got[0].resource != tc.wantRes || !slices.Equal(got[0].finalizers, []string{Finalizer}) {
+				t.Errorf("patches = %+v, want one adding %s to the %s", got, Finalizer, tc.wantRes)
 			}
 		})
 	}

@@ -61,8 +61,8 @@ func TestResolveClaim(t *testing.T) {
 			wantReason: reasonSourceNotFound, wantMessage: "PersistentVolumeClaim dev/db not found",
 		},
 		{
-			name:          "source claim cache error is transient",
-			source:        source(), volume: volume(), req: fs,
+			name:   "source claim cache error is transient",
+			source: source(), volume: volume(), req: fs,
 			fail:          map[string]error{"PersistentVolumeClaim": boom},
 			wantTransient: true,
 		},
@@ -93,8 +93,8 @@ func TestResolveClaim(t *testing.T) {
 			wantReason: reasonSourceNotReady, wantMessage: `PersistentVolume "pv-dev-db" of PersistentVolumeClaim dev/db not found`,
 		},
 		{
-			name:          "source volume cache error is transient",
-			source:        source(), volume: volume(), req: fs,
+			name:   "source volume cache error is transient",
+			source: source(), volume: volume(), req: fs,
 			fail:          map[string]error{"PersistentVolume": boom},
 			wantTransient: true,
 		},
@@ -127,9 +127,11 @@ func TestResolveClaim(t *testing.T) {
 			wantReason: reasonContentNotBoundBack,
 		},
 		{
-			name:       "source volume is not a CSI volume",
-			source:     source(),
-			volume:     volume(func(pv *v1.PersistentVolume) { pv.Spec.PersistentVolumeSource = v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/tmp"}} }),
+			name:   "source volume is not a CSI volume",
+			source: source(),
+			volume: volume(func(pv *v1.PersistentVolume) {
+				pv.Spec.PersistentVolumeSource = v1.PersistentVolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/tmp"}}
+			}),
 			req:        fs,
 			wantReason: reasonDriverMismatch, wantMessage: `is not a volume of driver "hostpath.csi.k8s.io"`,
 		},

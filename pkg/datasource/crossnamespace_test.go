@@ -91,11 +91,11 @@ func TestResolveCrossNamespace(t *testing.T) {
 			wantChecked: []referencegrant.Reference{claimRef},
 		},
 		{
-			name:        "a grant for another snapshot does not allow this one",
-			kind:        SnapshotKind,
-			gate:        true,
-			grants:      allow(referencegrant.Reference{FromKind: ClaimKind, FromNamespace: "dev", ToGroup: SnapshotGroup, ToKind: SnapshotKind, ToNamespace: "prod", ToName: "weekly"}, "allow-weekly"),
-			wantDenial:  "no_grant", wantReason: events.ReferenceGrantMissing,
+			name:       "a grant for another snapshot does not allow this one",
+			kind:       SnapshotKind,
+			gate:       true,
+			grants:     allow(referencegrant.Reference{FromKind: ClaimKind, FromNamespace: "dev", ToGroup: SnapshotGroup, ToKind: SnapshotKind, ToNamespace: "prod", ToName: "weekly"}, "allow-weekly"),
+			wantDenial: "no_grant", wantReason: events.ReferenceGrantMissing,
 			wantChecked: []referencegrant.Reference{snapRef},
 		},
 		{

@@ -123,17 +123,32 @@ func TestGrantsChanged(t *testing.T) {
 	tests := []struct {
 		name      string
 		namespace string
-		want      []string
+		// cachedBeforeWrap fills the cache before Wrap adds its index, as
+		// when the wrapper is made after the informer started.
+		cachedBeforeWrap bool
+		want             []string
 	}{
 		{name: "grant changed in prod", namespace: "prod", want: []string{"dev/restore", "qa/clone"}},
 		{name: "grant changed in staging", namespace: "staging", want: []string{"dev/from-staging"}},
 		{name: "grant changed in dev, which nobody restores from", namespace: "dev"},
 		{name: "grant changed in a namespace without claims", namespace: "empty"},
 		{name: "grants became readable", namespace: "", want: []string{"dev/from-staging", "dev/restore", "qa/clone"}},
+		{name: "claims cached before Wrap, grant changed in prod", namespace: "prod", cachedBeforeWrap: true, want: []string{"dev/restore", "qa/clone"}},
+		{name: "claims cached before Wrap, grants became readable", namespace: "", cachedBeforeWrap: true, want: []string{"dev/from-staging", "dev/restore", "qa/clone"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			shared := informers.NewSharedInformerFactory(fake.NewClientset(), 0).Core().V1().PersistentVolumeClaims().Informer()
+			load := func() {
+				for _, c := range claims {
+					if err := shared.GetIndexer().Add(c); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if tc.cachedBeforeWrap {
+				load()
+			}
 			inf, err := Wrap(shared)
 			if err != nil {
 				t.Fatalf("Wrap() error = %v", err)
@@ -151,10 +166,8 @@ func TestGrantsChanged(t *testing.T) {
 			if _, err := shared.AddEventHandler(other); err != nil {
 				t.Fatal(err)
 			}
-			for _, c := range claims {
-				if err := shared.GetIndexer().Add(c); err != nil {
-					t.Fatal(err)
-				}
+			if !tc.cachedBeforeWrap {
+				load()
 			}
 
 			n := inf.GrantsChanged(tc.namespace)
@@ -173,36 +186,6 @@ func TestGrantsChanged(t *testing.T) {
 			}
 			if got, extra := other.got(); len(got) > 0 || extra > 0 {
 				t.Errorf("handler registered on the shared informer got %q (+%d), want nothing", got, extra)
-			}
-		})
-	}
-}
-
-// TestWrapAfterStart checks that Wrap reports an informer it can no longer
-// index instead of requeueing nothing, silently.
-func TestWrapAfterStart(t *testing.T) {
-	tests := []struct {
-		name    string
-		start   bool
-		wantErr bool
-	}{
-		{name: "unstarted informer"},
-		{name: "started informer", start: true, wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			factory := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
-			shared := factory.Core().V1().PersistentVolumeClaims().Informer()
-			if tc.start {
-				stop := make(chan struct{})
-				defer close(stop)
-				factory.Start(stop)
-				defer factory.Shutdown()
-				factory.WaitForCacheSync(stop)
-			}
-			_, err := Wrap(shared)
-			if (err != nil) != tc.wantErr {
-				t.Errorf("Wrap() error = %v, want error: %v", err, tc.wantErr)
 			}
 		})
 	}

@@ -8,6 +8,9 @@ import (
 )
 
 func TestOptionsFromEnv(t *testing.T) {
+	for _, e := range envPorts {
+		t.Setenv(e.env, "") // empty means default
+	}
 	t.Setenv("CLUSTER_APISERVER_PORT", "17443")
 	t.Setenv("CLUSTER_PROVISIONER", "none")
 	t.Setenv("CLUSTER_PROVISIONER_ARGS", "--extra-create-metadata  --v=6")
