@@ -100,6 +100,7 @@ func New(client kubernetes.Interface, snapClient snapclientset.Interface, claims
 			c.enqueueClaimSource(old)
 			c.enqueueClaimSource(cur)
 			c.enqueueIfProtected(cur, datasource.ClaimKind)
+			c.forgetRelease(cur, datasource.ClaimKind)
 		},
 		DeleteFunc: c.enqueueClaimSource,
 	})
@@ -111,7 +112,10 @@ func New(client kubernetes.Interface, snapClient snapclientset.Interface, claims
 		c.synced = append(c.synced, snapshots.Informer().HasSynced)
 		_, err = snapshots.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { c.enqueueIfProtected(obj, datasource.SnapshotKind) },
-			UpdateFunc: func(_, cur any) { c.enqueueIfProtected(cur, datasource.SnapshotKind) },
+			UpdateFunc: func(_, cur any) {
+				c.enqueueIfProtected(cur, datasource.SnapshotKind)
+				c.forgetRelease(cur, datasource.SnapshotKind)
+			},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("watching snapshots: %w", err)
@@ -138,6 +142,17 @@ func (c *Controller) enqueueIfProtected(obj any, kind string) {
 		return
 	}
 	c.queue.Add(kind + "/" + m.GetNamespace() + "/" + m.GetName())
+}
+
+// forgetRelease drops the "released" mark once the cache shows the
+// finalizer gone: from then on the cache is right again, and a finalizer
+// added back by anyone is honoured.
+func (c *Controller) forgetRelease(obj any, kind string) {
+	m, err := meta(obj)
+	if err != nil || slices.Contains(m.GetFinalizers(), Finalizer) {
+		return
+	}
+	c.released.Delete(kind + "/" + m.GetNamespace() + "/" + m.GetName())
 }
 
 // Protect adds the finalizer to the source before CreateVolume. Many claims

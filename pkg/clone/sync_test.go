@@ -287,3 +287,29 @@ func TestEnqueue(t *testing.T) {
 		})
 	}
 }
+
+// TestFinalizerAddedBackAfterRelease: once the cache shows a released source
+// without the finalizer, a finalizer added back by anyone else (e.g. the
+// upstream sidecar during an image switch) is released again when unused.
+func TestFinalizerAddedBackAfterRelease(t *testing.T) {
+	f := newFixture(t, true, sourceClaim("prod", "db", Finalizer))
+	const key = "PersistentVolumeClaim/prod/db"
+	ctx := context.Background()
+	if err := f.c.sync(ctx, key); err != nil {
+		t.Fatalf("first release: %v", err)
+	}
+	// The informer catches up: the finalizer is gone.
+	f.c.forgetRelease(sourceClaim("prod", "db"), datasource.ClaimKind)
+	// Someone adds it back; the cache shows it.
+	back := sourceClaim("prod", "db", Finalizer)
+	back.ResourceVersion = "2"
+	if err := f.c.claimIndex.Update(back); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.sync(ctx, key); err != nil {
+		t.Fatalf("second release: %v", err)
+	}
+	if got := len(f.patches(t)); got != 2 {
+		t.Fatalf("finalizer patches = %d, want 2 (released twice)", got)
+	}
+}
