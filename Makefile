@@ -60,3 +60,10 @@ test: test-unit
 # demo: the README's first command: bring the bed up and run the prod → dev story.
 demo: build cluster-up
 	test/demo/demo.sh
+
+# bench: the load benchmark (docs/benchmarks.md) on this clone's bed, brought
+# up first when it is not running; not part of `make test`. It restarts the
+# sidecar per configuration and restores its default flags at the end.
+# BENCH_ARGS passes flags, e.g. BENCH_ARGS="-runs 3" or "-claims 100 -limits default".
+bench: cluster-up
+	$(GO) run ./test/bench/cmd/loadbench $(BENCH_ARGS)

@@ -20,26 +20,46 @@ import (
 // is killed.
 var stopTimeout = 15 * time.Second
 
+// child is a component this process started.
+type child struct {
+	pid int
+	// exited is closed when the process has exited (and been reaped). While
+	// a component starts, this is the liveness signal: /proc/<pid>/cmdline
+	// is briefly empty while the kernel finishes the exec, so processAlive
+	// can report a just-started process as gone.
+	exited chan struct{}
+}
+
+// running reports whether the child has not exited yet.
+func (ch *child) running() bool {
+	select {
+	case <-ch.exited:
+		return false
+	default:
+		return true
+	}
+}
+
 // startDetached starts bin in its own session (setsid), so it outlives the
 // command that started it and ^C in that terminal does not reach it, with
 // stdout and stderr appended to logPath and its PID written to pidPath.
-func startDetached(ctx context.Context, component, bin string, args []string, logPath, pidPath string) (int, error) {
+func startDetached(ctx context.Context, component, bin string, args []string, logPath, pidPath string) (*child, error) {
 	logger := klog.FromContext(ctx)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return 0, fmt.Errorf("creating log dir: %w", err)
+		return nil, fmt.Errorf("creating log dir: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(pidPath), 0o755); err != nil {
-		return 0, fmt.Errorf("creating pid dir: %w", err)
+		return nil, fmt.Errorf("creating pid dir: %w", err)
 	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, fmt.Errorf("opening log of %s: %w", component, err)
+		return nil, fmt.Errorf("opening log of %s: %w", component, err)
 	}
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "==== %s starting %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer devNull.Close()
 	// Not CommandContext: the component must outlive ctx.
@@ -47,18 +67,21 @@ func startDetached(ctx context.Context, component, bin string, args []string, lo
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("starting %s: %w", component, err)
+		return nil, fmt.Errorf("starting %s: %w", component, err)
 	}
-	pid := cmd.Process.Pid
+	ch := &child{pid: cmd.Process.Pid, exited: make(chan struct{})}
 	// Reap the child if it exits while this process lives (go test), so a
-	// dead component does not linger as a zombie that still looks alive.
-	go func() { _ = cmd.Wait() }()
-	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return 0, fmt.Errorf("recording PID of %s: %w", component, err)
+	// dead component does not linger as a zombie.
+	go func() {
+		_ = cmd.Wait()
+		close(ch.exited)
+	}()
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(ch.pid)+"\n"), 0o644); err != nil {
+		_ = syscall.Kill(-ch.pid, syscall.SIGKILL)
+		return nil, fmt.Errorf("recording PID of %s: %w", component, err)
 	}
-	logger.V(2).Info("Started component", "component", component, "pid", pid, "log", logPath)
-	return pid, nil
+	logger.V(2).Info("Started component", "component", component, "pid", ch.pid, "log", logPath)
+	return ch, nil
 }
 
 // readPID reads a PID file; a missing file is (0, nil).
@@ -95,6 +118,11 @@ func processAlive(pid int, bin string) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
+	}
+	if len(cmdline) == 0 {
+		// A process inside execve has no arguments yet; kernel threads,
+		// the only others without, do not take over a PID the bed wrote.
+		return true
 	}
 	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
 	return filepath.Base(string(argv0)) == bin

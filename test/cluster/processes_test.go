@@ -14,10 +14,17 @@ func TestDetachedProcessLifecycle(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	logPath, pidPath := filepath.Join(dir, "logs", "sleeper.log"), filepath.Join(dir, "pids", "sleeper.pid")
-	pid, err := startDetached(ctx, "sleeper", "/bin/sleep", []string{"60"}, logPath, pidPath)
+	ch, err := startDetached(ctx, "sleeper", "/bin/sleep", []string{"60"}, logPath, pidPath)
 	if err != nil {
 		t.Fatalf("startDetached: %v", err)
 	}
+	pid := ch.pid
+	if !ch.running() {
+		t.Fatal("child reported exited right after start")
+	}
+	// processAlive may miss a process still inside exec; it is for
+	// processes started earlier, by another command.
+	waitCmdline(t, pid)
 	t.Cleanup(func() { _ = stopProcess(ctx, "sleeper", pid, "sleep") })
 
 	if got, err := readPID(pidPath); err != nil || got != pid {
@@ -42,6 +49,11 @@ func TestDetachedProcessLifecycle(t *testing.T) {
 	if processAlive(pid, "sleep") {
 		t.Error("process alive after stopProcess")
 	}
+	select {
+	case <-ch.exited:
+	case <-time.After(5 * time.Second):
+		t.Error("exited not closed after the process stopped")
+	}
 	if log, _ := os.ReadFile(logPath); !strings.Contains(string(log), "starting /bin/sleep 60") {
 		t.Errorf("log lacks the start line: %q", log)
 	}
@@ -53,12 +65,14 @@ func TestStopKillsAProcessIgnoringSIGTERM(t *testing.T) {
 	t.Cleanup(func() { stopTimeout = old })
 	ctx := context.Background()
 	dir := t.TempDir()
-	pid, err := startDetached(ctx, "stubborn", "/bin/sh", []string{"-c", `trap "" TERM; sleep 60`},
+	ch, err := startDetached(ctx, "stubborn", "/bin/sh", []string{"-c", `trap "" TERM; sleep 60`},
 		filepath.Join(dir, "stubborn.log"), filepath.Join(dir, "stubborn.pid"))
 	if err != nil {
 		t.Fatalf("startDetached: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond) // let sh install the trap
+	pid := ch.pid
+	waitCmdline(t, pid)
+	time.Sleep(200 * time.Millisecond) // let sh install the trap
 	start := time.Now()
 	if err := stopProcess(ctx, "stubborn", pid, "sh"); err != nil {
 		t.Fatalf("stopProcess: %v", err)
@@ -91,4 +105,17 @@ func sessionID(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return sid
+}
+
+// waitCmdline waits until the kernel has finished exec'ing pid.
+func waitCmdline(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && len(data) > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d has no cmdline after 5s", pid)
 }

@@ -18,7 +18,7 @@ func (c *Cluster) startProvisioner(ctx context.Context, extra []string) error {
 	if !portFree(c.state.Ports.ProvisionerHTTP) {
 		return fmt.Errorf("sidecar http port %d is in use: another csi-provisioner may run (one started by hand?)", c.state.Ports.ProvisionerHTTP)
 	}
-	pid, err := c.startComponent(ctx, Provisioner, c.provisionerArgs(extra))
+	ch, err := c.startComponent(ctx, Provisioner, c.provisionerArgs(extra))
 	if err != nil {
 		return err
 	}
@@ -27,7 +27,7 @@ func (c *Cluster) startProvisioner(ctx context.Context, extra []string) error {
 	if err := c.saveState(); err != nil {
 		return err
 	}
-	return c.waitReady(ctx, Provisioner, pid, Provisioner, httpOK(c.ProvisionerMetricsURL()))
+	return c.waitReady(ctx, Provisioner, ch, httpOK(c.ProvisionerMetricsURL()))
 }
 
 // RestartProvisioner stops the sidecar (if it runs) and starts it again with

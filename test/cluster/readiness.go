@@ -34,12 +34,12 @@ type probe func(ctx context.Context) (ready bool, detail string)
 
 // waitReady polls check until it passes, failing early with the tail of the
 // component's log when the process dies meanwhile.
-func (c *Cluster) waitReady(ctx context.Context, component string, pid int, bin string, check probe) error {
+func (c *Cluster) waitReady(ctx context.Context, component string, ch *child, check probe) error {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
 	last := ""
 	err := wait.PollUntilContextTimeout(ctx, pollInterval, componentReadyWait, true, func(ctx context.Context) (bool, error) {
-		if pid > 0 && !processAlive(pid, bin) {
+		if !ch.running() {
 			return false, fmt.Errorf("%s exited while starting; last lines of %s:\n%s",
 				component, c.layout.LogPath(component), tailFile(c.layout.LogPath(component), 20))
 		}
@@ -53,7 +53,7 @@ func (c *Cluster) waitReady(ctx context.Context, component string, pid int, bin 
 		}
 		return fmt.Errorf("waiting for %s to be ready (log %s): %w", component, c.layout.LogPath(component), err)
 	}
-	logger.Info("Component ready", "component", component, "pid", pid, "duration", time.Since(start).Round(10*time.Millisecond))
+	logger.Info("Component ready", "component", component, "pid", ch.pid, "duration", time.Since(start).Round(10*time.Millisecond))
 	return nil
 }
 

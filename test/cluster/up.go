@@ -184,14 +184,14 @@ func (c *Cluster) start(ctx context.Context) error {
 		{TestDriver, c.driverArgs(), csiProbe(c.state.Socket, DriverName)},
 	}
 	_ = os.Remove(c.state.Socket)
-	pids := make([]int, len(group))
+	children := make([]*child, len(group))
 	for i, g := range group {
-		if pids[i], err = c.startComponent(ctx, g.component, g.args); err != nil {
+		if children[i], err = c.startComponent(ctx, g.component, g.args); err != nil {
 			return err
 		}
 	}
 	for i, g := range group {
-		if err := c.waitReady(ctx, g.component, pids[i], filepath.Base(c.binPath(g.component)), g.ready); err != nil {
+		if err := c.waitReady(ctx, g.component, children[i], g.ready); err != nil {
 			return err
 		}
 	}
@@ -209,16 +209,16 @@ func (c *Cluster) start(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cluster) startComponent(ctx context.Context, component string, args []string) (int, error) {
+func (c *Cluster) startComponent(ctx context.Context, component string, args []string) (*child, error) {
 	return startDetached(ctx, component, c.binPath(component), args, c.layout.LogPath(component), c.layout.PIDPath(component))
 }
 
 func (c *Cluster) startAndWait(ctx context.Context, component string, args []string, ready probe) error {
-	pid, err := c.startComponent(ctx, component, args)
+	ch, err := c.startComponent(ctx, component, args)
 	if err != nil {
 		return err
 	}
-	return c.waitReady(ctx, component, pid, filepath.Base(c.binPath(component)), ready)
+	return c.waitReady(ctx, component, ch, ready)
 }
 
 // linkKubectl points _output/bin/kubectl at the cached kubectl.
