@@ -372,6 +372,12 @@ func (w *Watcher) informerFailed(err error) time.Duration {
 func (w *Watcher) stop(reason error, asError bool) {
 	w.index.setUnavailable(reason)
 	w.setVersion("")
+	// Decisions taken a moment ago may have been "no grant" where the truth
+	// is now "cannot tell": listeners retry their waiting claims so those
+	// learn why they wait.
+	if r := w.current; r != nil && r.available {
+		defer w.index.notify("")
+	}
 	if r := w.current; r != nil {
 		r.cancel()
 		<-r.done

@@ -191,12 +191,15 @@ func TestWatcherBecomesAvailableWhenCRDIsInstalled(t *testing.T) {
 	}
 	eventually(t, "the deleted grant", checkIs(w, nightly, Decision{}))
 
-	// The CRD is removed again: back to unavailable.
+	// The CRD is removed again: back to unavailable, and listeners retry
+	// every namespace so waiting claims learn why they wait.
+	calls.take()
 	disc.serve()
 	eventually(t, "unavailable again", func() bool {
 		_, err := w.Check(nightly)
 		return errors.Is(err, ErrUnavailable) && w.Version() == ""
 	})
+	eventually(t, `a listener call with "" when grants became unavailable`, func() bool { return calls.saw("") })
 }
 
 func TestWatcherPrefersV1(t *testing.T) {
