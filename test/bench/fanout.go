@@ -49,6 +49,17 @@ type FanoutResult struct {
 	// VolumesChecked restored volumes hold the source's files (sizes; the
 	// first one byte for byte).
 	VolumesChecked int `json:"volumesChecked"`
+	// KCMRequestsPerClaim are kube-controller-manager's API requests per
+	// claim by HTTP method (binding claims to PVs is its work), and
+	// KCMThrottledSeconds the total time they waited in its client-side
+	// rate limiter.
+	KCMRequestsPerClaim map[string]float64 `json:"kcmRequestsPerClaim,omitempty"`
+	KCMThrottledSeconds float64            `json:"kcmThrottledSeconds"`
+	// DeleteSeconds is how long deleting the namespaces took until every PV
+	// was gone; DeleteRequests are the sidecar's requests meanwhile (it
+	// deletes the volumes and PVs: reclaim policy Delete), per PV.
+	DeleteSeconds  float64        `json:"deleteSeconds"`
+	DeleteRequests []RequestCount `json:"deleteRequests"`
 }
 
 // fanout runs the fan-out scenario against a ready source.
@@ -67,7 +78,12 @@ func (b *bench) fanout(ctx context.Context, src *source) (FanoutResult, error) {
 	if err != nil {
 		return res, err
 	}
-	defer b.cleanup(ctx, "fan-out", namespaces, src.namespace, grants)
+	cleaned := false
+	defer func() {
+		if !cleaned {
+			b.cleanup(ctx, "fan-out", namespaces, src.namespace, grants)
+		}
+	}()
 
 	obs, err := startObserver(ctx, b.c.kube, b.run)
 	if err != nil {
@@ -76,9 +92,13 @@ func (b *bench) fanout(ctx context.Context, src *source) (FanoutResult, error) {
 	defer obs.Stop()
 	// Idle before: source provisioning and the grants' Events are done, and
 	// the grants have reached the sidecar's index.
-	before, _, err := b.sc.settle(ctx, cfg.SettleQuiet, cfg.SettleMax)
+	before, _, err := b.settle(ctx)
 	if err != nil {
 		return res, err
+	}
+	kcmBefore, err := b.kcm.sample(ctx)
+	if err != nil {
+		logger.Error(err, "Reading kube-controller-manager's metrics; its figures are left out")
 	}
 
 	logger.Info("Fan-out: creating claims", "claims", cfg.Claims, "namespaces", cfg.Namespaces)
@@ -92,11 +112,18 @@ func (b *bench) fanout(ctx context.Context, src *source) (FanoutResult, error) {
 		return res, fmt.Errorf("fan-out: %w", err)
 	}
 	logger.Info("Fan-out: all claims bound; waiting for the sidecar to go idle", "after", time.Since(start).Round(time.Millisecond))
-	after, settled, err := b.sc.settle(ctx, cfg.SettleQuiet, cfg.SettleMax)
+	after, settled, err := b.settle(ctx)
 	if err != nil {
 		return res, err
 	}
 	res.Settled = settled
+	if kcmBefore != nil {
+		kcmAfter, err := b.kcm.sample(ctx)
+		if err != nil {
+			logger.Error(err, "Reading kube-controller-manager's metrics; its figures are left out")
+		}
+		res.KCMRequestsPerClaim, res.KCMThrottledSeconds = kcmDelta(kcmBefore, kcmAfter, cfg.Claims)
+	}
 
 	var toPV, toBound []time.Duration
 	var lastPV, lastBound time.Time
@@ -133,6 +160,19 @@ func (b *bench) fanout(ctx context.Context, src *source) (FanoutResult, error) {
 		}
 	}
 	res.MachineBusy = busyFraction(before.machine, after.machine)
+
+	// Deleting the namespaces releases the PVs; the sidecar deletes them.
+	// Waiting until it is idle again also leaves the next scenario a
+	// sidecar whose client budget is not still spent on this one.
+	delStart := time.Now()
+	cleaned = true
+	b.cleanup(ctx, "fan-out", namespaces, src.namespace, grants)
+	res.DeleteSeconds = time.Since(delStart).Seconds()
+	deleted, _, err := b.settle(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.DeleteRequests = requestDelta(after.metrics, deleted.metrics, cfg.Claims)
 	return res, nil
 }
 

@@ -29,6 +29,9 @@ type GrantResult struct {
 	// GrantToPV and GrantToBound are per claim, from the grant's create request.
 	GrantToPV    Percentiles `json:"grantToPV"`
 	GrantToBound Percentiles `json:"grantToBound"`
+	// Requests are the sidecar's requests per claim from the grant until
+	// the last claim was bound (Events still going out are not all in).
+	Requests []RequestCount `json:"requests"`
 }
 
 // reasonGrantMissing is the sidecar's Event reason for a claim without a grant.
@@ -91,6 +94,10 @@ func (b *bench) grantLatency(ctx context.Context, src *source) (GrantResult, err
 	res.PVsBeforeGrant, _ = obs.progress(uids)
 	logger.Info("Grant latency: claims refused; creating the grant", "denied", res.DeniedBeforeGrant, "events", res.EventsBeforeGrant, "claims", len(claims))
 
+	atGrant, err := b.sc.sample(ctx)
+	if err != nil {
+		return res, err
+	}
 	granted := time.Now()
 	grants, err = b.c.createGrants(ctx, src.namespace, "bench-late", namespaces)
 	if err != nil {
@@ -98,6 +105,9 @@ func (b *bench) grantLatency(ctx context.Context, src *source) (GrantResult, err
 	}
 	if err := obs.waitAll(ctx, uids, cfg.Timeout); err != nil {
 		return res, fmt.Errorf("grant latency: %w", err)
+	}
+	if end, err := b.sc.sample(ctx); err == nil {
+		res.Requests = requestDelta(atGrant.metrics, end.metrics, len(claims))
 	}
 	var toPV, toBound []time.Duration
 	for _, c := range claims {

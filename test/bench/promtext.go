@@ -150,11 +150,15 @@ func (m metrics) apiRequests() map[requestKey]float64 {
 
 // scrape fetches and parses a /metrics URL.
 func scrape(ctx context.Context, url string) (metrics, error) {
+	return scrapeWith(ctx, http.DefaultClient, url)
+}
+
+func scrapeWith(ctx context.Context, client *http.Client, url string) (metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scraping %s: %w", url, err)
 	}

@@ -68,6 +68,14 @@ type Summary struct {
 	SidecarCores  float64 `json:"sidecarCores"`
 	MachineBusy   float64 `json:"machineBusy"`
 	PeakRSSMiB    float64 `json:"peakRSSMiB"`
+
+	KCMRequestsPerClaim float64        `json:"kcmRequestsPerClaim"`
+	KCMThrottledSeconds float64        `json:"kcmThrottledSeconds"`
+	DeleteSeconds       float64        `json:"deleteSeconds"`
+	DeleteRequests      []RequestCount `json:"deleteRequests"`
+	// GrantRequests are the sidecar's requests per waiting claim from the
+	// grant until the last one was bound.
+	GrantRequests []RequestCount `json:"grantRequests"`
 }
 
 // summarize takes, for every limits, the median of each figure over the
@@ -125,8 +133,24 @@ func summarize(runs []RunResult, limits []Limits) []Summary {
 		}
 		s.PVsVsUpstream = s.PVsPerSecond / Upstream.ClaimsPerSecond
 		s.BoundVsUpstream = s.BoundPerSecond / Upstream.ClaimsPerSecond
-		s.Requests = medianRequests(ok)
+		s.KCMRequestsPerClaim = med(func(r RunResult) float64 {
+			var n float64
+			for _, v := range r.Fanout.KCMRequestsPerClaim {
+				n += v
+			}
+			return n
+		})
+		s.KCMThrottledSeconds = med(func(r RunResult) float64 { return r.Fanout.KCMThrottledSeconds })
+		s.DeleteSeconds = med(func(r RunResult) float64 { return r.Fanout.DeleteSeconds })
+		s.Requests = medianRequests(ok, func(r RunResult) []RequestCount { return r.Fanout.Requests })
 		s.RequestsPerClaim = perClient(s.Requests)
+		s.DeleteRequests = medianRequests(ok, func(r RunResult) []RequestCount { return r.Fanout.DeleteRequests })
+		s.GrantRequests = medianRequests(ok, func(r RunResult) []RequestCount {
+			if r.Grant == nil {
+				return nil
+			}
+			return r.Grant.Requests
+		})
 		out = append(out, s)
 	}
 	return out
@@ -134,10 +158,10 @@ func summarize(runs []RunResult, limits []Limits) []Summary {
 
 // medianRequests takes the median per-claim count of every request kind
 // seen in any run (a run that did not send it counts as 0).
-func medianRequests(runs []RunResult) []RequestCount {
+func medianRequests(runs []RunResult, of func(RunResult) []RequestCount) []RequestCount {
 	keys := map[requestKey]bool{}
 	for _, r := range runs {
-		for _, rc := range r.Fanout.Requests {
+		for _, rc := range of(r) {
 			keys[requestKey{rc.Client, rc.Verb, rc.Resource}] = true
 		}
 	}
@@ -145,7 +169,7 @@ func medianRequests(runs []RunResult) []RequestCount {
 	for k := range keys {
 		per, tot := make([]float64, len(runs)), make([]float64, len(runs))
 		for i, r := range runs {
-			for _, rc := range r.Fanout.Requests {
+			for _, rc := range of(r) {
 				if (requestKey{rc.Client, rc.Verb, rc.Resource}) == k {
 					per[i], tot[i] = rc.PerClaim, rc.Total
 				}
@@ -223,6 +247,9 @@ func (r *Report) PrintTable(w io.Writer) {
 	row("create→bound p50 / p95 / p99", fmt.Sprintf("%.0f / %.0f / -", Upstream.CreateToBoundP50, Upstream.CreateToBoundP95), func(s Summary) string { return pcts(s.CreateToBound, false) })
 	row("grant→PV p50 / p99 (max)", fmt.Sprintf("%.0f–%.0f", Upstream.GrantWaitMin, Upstream.GrantWaitMax), func(s Summary) string { return pcts(s.GrantToPV, true) })
 	row("grant→bound p50 / p99 (max)", "-", func(s Summary) string { return pcts(s.GrantToBound, true) })
+	row("grant: sidecar main requests / claim", "-", func(s Summary) string {
+		return fmt.Sprintf("%.2f", perClient(s.GrantRequests)["main"])
+	})
 	row("API requests / claim: main", "-", func(s Summary) string { return fmt.Sprintf("%.2f", s.RequestsPerClaim["main"]) })
 	row("API requests / claim: events", "-", func(s Summary) string { return fmt.Sprintf("%.2f", s.RequestsPerClaim["events"]) })
 	row("API requests / claim: total", fmt.Sprintf("≈%.0f", Upstream.RequestsPerClaim), func(s Summary) string {
@@ -233,11 +260,28 @@ func (r *Report) PrintTable(w io.Writer) {
 	row("sidecar cores (average)", "-", func(s Summary) string { return fmt.Sprintf("%.3f", s.SidecarCores) })
 	row("machine busy (all cores)", "-", func(s Summary) string { return fmt.Sprintf("%.0f%%", 100*s.MachineBusy) })
 	row("sidecar peak RSS MiB", "-", func(s Summary) string { return fmt.Sprintf("%.1f", s.PeakRSSMiB) })
+	row("kube-controller-manager requests / claim", "-", func(s Summary) string { return fmt.Sprintf("%.2f", s.KCMRequestsPerClaim) })
+	row("kube-controller-manager throttled (s, sum)", "-", func(s Summary) string { return fmt.Sprintf("%.0f", s.KCMThrottledSeconds) })
+	row("cleanup: all PVs deleted after (s)", "-", func(s Summary) string { return fmt.Sprintf("%.1f", s.DeleteSeconds) })
+	row("cleanup: sidecar requests / PV", "-", func(s Summary) string {
+		var n float64
+		for _, rc := range s.DeleteRequests {
+			n += rc.PerClaim
+		}
+		return fmt.Sprintf("%.2f", n)
+	})
 	tw.Flush()
 
 	fmt.Fprintf(w, "\nSidecar API requests per claim in the fan-out (medians; client verb resource):\n\n")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	header = "client\tverb\tresource"
+	r.printRequests(w, func(s Summary) []RequestCount { return s.Requests })
+	fmt.Fprintf(w, "\nSidecar API requests per PV while the fan-out's namespaces are deleted (medians):\n\n")
+	r.printRequests(w, func(s Summary) []RequestCount { return s.DeleteRequests })
+}
+
+// printRequests prints one request table, a column per limits.
+func (r *Report) printRequests(w io.Writer, of func(Summary) []RequestCount) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := "client\tverb\tresource"
 	for _, s := range r.Summary {
 		header += "\t" + s.Limits.String()
 	}
@@ -245,7 +289,7 @@ func (r *Report) PrintTable(w io.Writer) {
 	keys := map[requestKey]bool{}
 	var order []RequestCount
 	for _, s := range r.Summary {
-		for _, rc := range s.Requests {
+		for _, rc := range of(s) {
 			k := requestKey{rc.Client, rc.Verb, rc.Resource}
 			if !keys[k] {
 				keys[k] = true
@@ -258,7 +302,7 @@ func (r *Report) PrintTable(w io.Writer) {
 		line := rc.Client + "\t" + rc.Verb + "\t" + rc.Resource
 		for _, s := range r.Summary {
 			v := 0.0
-			for _, x := range s.Requests {
+			for _, x := range of(s) {
 				if x.Client == rc.Client && x.Verb == rc.Verb && x.Resource == rc.Resource {
 					v = x.PerClaim
 				}

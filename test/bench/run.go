@@ -19,6 +19,8 @@ type bench struct {
 	bed *cluster.Cluster
 	c   *clients
 	sc  *sidecar
+	// kcm is nil when kube-controller-manager's metrics cannot be read.
+	kcm *controllerManager
 	// run labels everything this invocation creates.
 	run string
 }
@@ -55,6 +57,9 @@ func Run(ctx context.Context, bed *cluster.Cluster, cfg Config) (*Report, error)
 	b := &bench{cfg: cfg, bed: bed, c: c, sc: &sidecar{bed: bed}, run: strconv.FormatInt(time.Now().Unix(), 10)}
 	rep := &Report{Started: time.Now().UTC().Format(time.RFC3339), Machine: describeMachine(runtime.NumCPU()), Config: cfg, Baseline: Upstream}
 
+	if b.kcm, err = newControllerManager(bed); err != nil {
+		logger.Error(err, "kube-controller-manager's metrics are not readable; its figures are left out")
+	}
 	if err := b.removeLeftovers(ctx); err != nil {
 		return rep, err
 	}
@@ -67,7 +72,7 @@ func Run(ctx context.Context, bed *cluster.Cluster, cfg Config) (*Report, error)
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
-		if err := bed.RestartProvisioner(rctx); err != nil {
+		if err := b.sc.restart(rctx, nil); err != nil {
 			logger.Error(err, "Restoring the sidecar's default flags")
 		} else {
 			logger.Info("Sidecar restored to the bed's default flags")
@@ -149,6 +154,41 @@ func (b *bench) removeLeftovers(ctx context.Context) error {
 		return fmt.Errorf("namespace %s exists and is not the bench's: delete it or pass -source-namespace", b.cfg.SourceNamespace)
 	}
 	return nil
+}
+
+// settle waits until neither the sidecar nor kube-controller-manager has
+// sent an API request for SettleQuiet, and returns the sidecar's point of
+// that moment: the sidecar's Events drain at the events client's rate well
+// after the last PV, and kube-controller-manager works off its own backlog
+// (binding, releasing) at its own rate. After SettleMax it returns the last
+// point with settled false.
+func (b *bench) settle(ctx context.Context) (p point, settled bool, err error) {
+	logger := klog.FromContext(ctx)
+	deadline := time.Now().Add(b.cfg.SettleMax)
+	last, lastChange := -1.0, time.Now()
+	for {
+		if p, err = b.sc.sample(ctx); err != nil {
+			return p, false, err
+		}
+		total := p.metrics.sum(apiRequestsMetric, nil)
+		if km, err := b.kcm.sample(ctx); err == nil {
+			total += km.sum(clientRequestsMetric, nil)
+		}
+		if total != last {
+			last, lastChange = total, p.at
+		} else if p.at.Sub(lastChange) >= b.cfg.SettleQuiet {
+			return p, true, nil
+		}
+		if p.at.After(deadline) {
+			logger.Info("Still sending requests; measuring anyway", "waited", b.cfg.SettleMax)
+			return p, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return p, false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func kib2mib(k int64) float64 { return float64(k) / 1024 }

@@ -1,11 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"time"
-
-	"k8s.io/klog/v2"
 
 	"github.com/crossns/external-provisioner/test/cluster"
 )
@@ -18,8 +18,45 @@ type sidecar struct {
 
 // restart runs the sidecar with the bed's base flags plus args, so its
 // counters, CPU time and VmHWM start from zero for the configuration.
+//
+// The old process is stopped first and waited for until it is gone: the
+// bed's stop can return while a large process is still exiting (its
+// /proc/<pid>/cmdline reads empty once its memory is released, which the
+// bed takes for "exited", but its listener is not closed yet), and the start
+// that follows then finds the metrics port in use.
 func (s *sidecar) restart(ctx context.Context, args []string) error {
+	old := s.pids()[cluster.Provisioner]
+	if err := s.bed.StopProvisioner(ctx); err != nil {
+		return err
+	}
+	if old > 0 {
+		if err := waitGone(ctx, old, 30*time.Second); err != nil {
+			return err
+		}
+	}
 	return s.bed.RestartProvisioner(ctx, args...)
+}
+
+// waitGone waits until pid has exited (no /proc entry, or a zombie).
+func waitGone(ctx context.Context, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil
+		}
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the old sidecar (pid %d) still runs %s after it was stopped", pid, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // pids returns the PID of every running bed component.
@@ -66,36 +103,6 @@ func (s *sidecar) sample(ctx context.Context) (point, error) {
 	}
 	p.machine, err = readMachine()
 	return p, err
-}
-
-// settle waits until the sidecar's API request counters have not moved for
-// quiet (Events go out at the events client's own rate, well after the last
-// PV) and returns that moment's point. After max it returns the last point
-// with settled false.
-func (s *sidecar) settle(ctx context.Context, quiet, max time.Duration) (p point, settled bool, err error) {
-	logger := klog.FromContext(ctx)
-	deadline := time.Now().Add(max)
-	last, lastChange := -1.0, time.Now()
-	for {
-		if p, err = s.sample(ctx); err != nil {
-			return p, false, err
-		}
-		total := p.metrics.sum(apiRequestsMetric, nil)
-		if total != last {
-			last, lastChange = total, p.at
-		} else if p.at.Sub(lastChange) >= quiet {
-			return p, true, nil
-		}
-		if p.at.After(deadline) {
-			logger.Info("Sidecar still sending requests; measuring anyway", "waited", max)
-			return p, false, nil
-		}
-		select {
-		case <-ctx.Done():
-			return p, false, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // RequestCount is one kind of API request the sidecar sent in a scenario.

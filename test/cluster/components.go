@@ -144,7 +144,7 @@ func (c *Cluster) driverArgs() []string {
 func (c *Cluster) provisionerArgs(extra []string) []string {
 	args := []string{
 		"--csi-address=unix://" + c.state.Socket,
-		"--kubeconfig=" + c.layout.Kubeconfig(),
+		"--kubeconfig=" + c.layout.ProvisionerKubeconfig(),
 		"--feature-gates=" + CrossNamespaceGate,
 		fmt.Sprintf("--http-endpoint=127.0.0.1:%d", c.state.Ports.ProvisionerHTTP),
 		"--v=5",

@@ -176,6 +176,11 @@ func (l Layout) ControllerManagerKubeconfig() string {
 }
 
 // PKIDir holds the CA, the serving and client certificates and the SA key.
+func (l Layout) ProvisionerKubeconfig() string {
+	return filepath.Join(l.Root, "csi-provisioner.kubeconfig")
+}
+
+// PKIDir holds the bed's certificates and keys.
 func (l Layout) PKIDir() string { return filepath.Join(l.Root, "pki") }
 
 // LogDir holds one log per component.

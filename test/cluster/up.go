@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -152,6 +154,16 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := writeKubeconfig(l.ControllerManagerKubeconfig(), c.apiServerURL(), ca, kcm); err != nil {
 		return err
 	}
+	// The sidecar authenticates as its ServiceAccount's user name, so the
+	// RBAC of deploy/kubernetes is what it runs with: every e2e test also
+	// proves those rules suffice.
+	sidecar, err := ca.issue(pkix.Name{CommonName: ProvisionerUser}, x509.ExtKeyUsageClientAuth, false)
+	if err != nil {
+		return fmt.Errorf("issuing the sidecar's client certificate: %w", err)
+	}
+	if err := writeKubeconfig(l.ProvisionerKubeconfig(), c.apiServerURL(), ca, sidecar); err != nil {
+		return err
+	}
 	if err := c.connect(); err != nil {
 		return err
 	}
@@ -169,6 +181,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	if err := c.ApplyReferenceGrantCRD(ctx); err != nil {
+		return err
+	}
+	if err := c.ApplyProvisionerRBAC(ctx); err != nil {
 		return err
 	}
 	// These three need only the API server (and the CRDs): start them

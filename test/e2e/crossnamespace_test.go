@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -243,4 +244,58 @@ func driverControl(t *testing.T, path, body string) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("driver control %s: %s", path, resp.Status)
 	}
+}
+
+// When RBAC forbids reading grants, the sidecar keeps provisioning other
+// claims, says why cross-namespace claims wait, and recovers by itself once
+// the rule is back.
+func TestReferenceGrantRBACForbiddenThenFixed(t *testing.T) {
+	c := requireBed(t)
+	ctx := testContext(t)
+	roles := c.kube.RbacV1().ClusterRoles()
+	role, err := roles.Get(ctx, "external-provisioner-runner", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the bed should run the sidecar with deploy/kubernetes/rbac.yaml: %v", err)
+	}
+	original := role.DeepCopy()
+	restricted := role.DeepCopy()
+	restricted.Rules = slices.DeleteFunc(restricted.Rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Contains(r.Resources, "referencegrants")
+	})
+	if _, err := roles.Update(ctx, restricted, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restoreRole := func() {
+		cur, err := roles.Get(context.Background(), original.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("reading ClusterRole: %v", err)
+			return
+		}
+		cur.Rules = original.Rules
+		if _, err := roles.Update(context.Background(), cur, metav1.UpdateOptions{}); err != nil {
+			t.Errorf("restoring ClusterRole: %v", err)
+		}
+	}
+	t.Cleanup(restoreRole)
+	// A running watch outlives an RBAC change; a restart makes the sidecar
+	// list again, as a fresh deployment with the rule missing would.
+	if err := bed.RestartProvisioner(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prod := createNamespace(t, c, "prod")
+	dev := createNamespace(t, c, "dev")
+	files := map[string]string{"k": "v"}
+	provisionSource(t, c, prod, "db", files) // other provisioning goes on
+	grant(t, c, prod, "share", dev, "", "PersistentVolumeClaim", "db")
+
+	pvc := createClaim(t, c, fromClaim(newClaim(dev, "copy", "1Mi"), prod, "db"))
+	msg := waitEvent(t, c, dev, "copy", "ReferenceGrantsUnavailable")
+	if !strings.Contains(msg, "referencegrants") {
+		t.Errorf("event %q does not say which permission is missing", msg)
+	}
+	requireNoCreateVolume(t, pvc)
+
+	restoreRole()
+	pv := waitBound(t, c, dev, "copy")
+	requireFiles(t, volumeDir(pv), files)
 }
