@@ -54,7 +54,7 @@ test-e2e:
 	$(GO) test ./test/e2e/... -count=1 -timeout 40m -v
 
 # test: unit tests first, then e2e (sequential even under make -j).
-test: test-unit
+test: verify test-unit
 	$(MAKE) test-e2e
 
 # demo: the README's first command: bring the bed up and run the prod → dev story.

@@ -111,7 +111,7 @@ func New(client kubernetes.Interface, snapClient snapclientset.Interface, claims
 		c.snapshots = snapshots.Lister()
 		c.synced = append(c.synced, snapshots.Informer().HasSynced)
 		_, err = snapshots.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { c.enqueueIfProtected(obj, datasource.SnapshotKind) },
+			AddFunc: func(obj any) { c.enqueueIfProtected(obj, datasource.SnapshotKind) },
 			UpdateFunc: func(_, cur any) {
 				c.enqueueIfProtected(cur, datasource.SnapshotKind)
 				c.forgetRelease(cur, datasource.SnapshotKind)
