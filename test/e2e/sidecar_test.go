@@ -1,0 +1,112 @@
+package e2e
+
+// The sidecar's operational surface: preflight, metrics, leader election.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// sidecarGet returns the status and body of a GET on the sidecar's HTTP endpoint.
+func sidecarGet(ctx context.Context, path string) (int, string, error) {
+	base := strings.TrimSuffix(bed.ProvisionerMetricsURL(), "/metrics")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// With the gate on, the sidecar checked at start that kube-apiserver keeps
+// dataSourceRef.namespace (the bed's does), and said so.
+func TestPreflightConfirmsAPIServerGate(t *testing.T) {
+	requireBed(t)
+	eventually(t, provisionWait, "the preflight result in the sidecar's log", func(context.Context) (bool, string, error) {
+		log, err := os.ReadFile(bed.LogPath("csi-provisioner"))
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		if strings.Contains(string(log), "drops spec.dataSourceRef.namespace") {
+			return false, "", fmt.Errorf("preflight reported the API server gate off on a bed that has it on")
+		}
+		return strings.Contains(string(log), "kube-apiserver keeps spec.dataSourceRef.namespace"), "no preflight line yet", nil
+	})
+}
+
+// After a cross-namespace restore, /metrics counts it by source kind and
+// namespace crossing, and API requests by verb and resource.
+func TestMetricsCountCrossNamespaceProvisioning(t *testing.T) {
+	c := requireBed(t)
+	prod := createNamespace(t, c, "prod")
+	dev := createNamespace(t, c, "dev")
+	provisionSource(t, c, prod, "db", map[string]string{"a": "b"})
+	snapshotOf(t, c, prod, "nightly", "db")
+	grant(t, c, prod, "allow", dev, snapshotGroup, "VolumeSnapshot", "")
+	createClaim(t, c, fromSnapshot(newClaim(dev, "copy", "1Mi"), prod, "nightly"))
+	waitBound(t, c, dev, "copy")
+
+	_, body, err := sidecarGet(testContext(t), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`csi_provisioner_provision_total{cross_namespace="true",result="success",source_kind="VolumeSnapshot"}`,
+		`csi_provisioner_kube_api_requests_total{client="main",resource="persistentvolumes",verb="create"}`,
+		`csi_provisioner_kube_api_requests_total{client="events",resource="events",verb="create"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+}
+
+// With --leader-election the sidecar takes a Lease (with the RBAC of
+// deploy/kubernetes) and serves /healthz/leader-election.
+func TestLeaderElection(t *testing.T) {
+	c := requireBed(t)
+	ctx := testContext(t)
+	if err := bed.RestartProvisioner(ctx, "--leader-election", "--leader-election-namespace=default"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := bed.RestartProvisioner(context.Background()); err != nil {
+			t.Errorf("restoring the sidecar: %v", err)
+		}
+	})
+	eventually(t, provisionWait, "a Lease held by the sidecar", func(ctx context.Context) (bool, string, error) {
+		leases, err := c.kube.CoordinationV1().Leases("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for _, l := range leases.Items {
+			if strings.Contains(l.Name, "crossns") && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+				return true, "", nil
+			}
+		}
+		return false, fmt.Sprintf("%d leases, none held for the driver", len(leases.Items)), nil
+	})
+	eventually(t, provisionWait, "/healthz/leader-election to answer 200", func(ctx context.Context) (bool, string, error) {
+		code, body, err := sidecarGet(ctx, "/healthz/leader-election")
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body), nil
+	})
+	// And it provisions as leader.
+	ns := createNamespace(t, c, "leader")
+	createClaim(t, c, newClaim(ns, "data", "1Mi"))
+	waitBound(t, c, ns, "data")
+}
