@@ -176,15 +176,7 @@ func TestSourceProtectedWhileCrossNamespaceCloneInFlight(t *testing.T) {
 // Event saying so, and never provisioned (not even as an empty volume).
 func TestGateOffRefusesCrossNamespaceClaims(t *testing.T) {
 	c := requireBed(t)
-	ctx := testContext(t)
-	if err := bed.RestartProvisioner(ctx, "--feature-gates=CrossNamespaceVolumeDataSource=false"); err != nil {
-		t.Fatalf("restarting the sidecar with the gate off: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := bed.RestartProvisioner(context.Background()); err != nil {
-			t.Errorf("restoring the sidecar: %v", err)
-		}
-	})
+	restartSidecar(t, "--feature-gates=CrossNamespaceVolumeDataSource=false")
 	prod := createNamespace(t, c, "prod")
 	dev := createNamespace(t, c, "dev")
 	provisionSource(t, c, prod, "db", map[string]string{"a": "b"})
@@ -279,9 +271,7 @@ func TestReferenceGrantRBACForbiddenThenFixed(t *testing.T) {
 	t.Cleanup(restoreRole)
 	// A running watch outlives an RBAC change; a restart makes the sidecar
 	// list again, as a fresh deployment with the rule missing would.
-	if err := bed.RestartProvisioner(ctx); err != nil {
-		t.Fatal(err)
-	}
+	restartSidecar(t)
 	prod := createNamespace(t, c, "prod")
 	dev := createNamespace(t, c, "dev")
 	files := map[string]string{"k": "v"}

@@ -268,3 +268,17 @@ func waitClaimGone(t *testing.T, c *clients, ns, name string) {
 		return false, fmt.Sprintf("finalizers %v, deleting %v", pvc.Finalizers, pvc.DeletionTimestamp != nil), nil
 	})
 }
+
+// restartSidecar restarts the bed's sidecar with extra flags for the rest
+// of the test, and with its usual flags afterwards.
+func restartSidecar(t *testing.T, args ...string) {
+	t.Helper()
+	if err := bed.RestartProvisioner(testContext(t), args...); err != nil {
+		t.Fatalf("restarting the sidecar with %v: %v", args, err)
+	}
+	t.Cleanup(func() {
+		if err := bed.RestartProvisioner(context.Background()); err != nil {
+			t.Errorf("restoring the sidecar: %v", err)
+		}
+	})
+}

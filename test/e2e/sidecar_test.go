@@ -77,15 +77,7 @@ func TestMetricsCountCrossNamespaceProvisioning(t *testing.T) {
 // deploy/kubernetes) and serves /healthz/leader-election.
 func TestLeaderElection(t *testing.T) {
 	c := requireBed(t)
-	ctx := testContext(t)
-	if err := bed.RestartProvisioner(ctx, "--leader-election", "--leader-election-namespace=default"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := bed.RestartProvisioner(context.Background()); err != nil {
-			t.Errorf("restoring the sidecar: %v", err)
-		}
-	})
+	restartSidecar(t, "--leader-election", "--leader-election-namespace=default")
 	eventually(t, provisionWait, "a Lease held by the sidecar", func(ctx context.Context) (bool, string, error) {
 		leases, err := c.kube.CoordinationV1().Leases("default").List(ctx, metav1.ListOptions{})
 		if err != nil {
