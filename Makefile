@@ -47,7 +47,7 @@ cluster-status: testbed
 	$(BIN)/testbed status
 
 test-unit:
-	$(GO) test ./pkg/... ./cmd/... ./test/csidriver/... ./test/cluster/...
+	$(GO) test ./pkg/... ./cmd/... ./test/csidriver/... ./test/cluster/... ./test/bench/...
 
 # test-e2e brings a bed up (or reuses `make cluster-up`'s with E2E_REUSE_CLUSTER=1).
 test-e2e:

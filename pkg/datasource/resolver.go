@@ -127,7 +127,7 @@ func (r *Resolver) Authorize(claim *v1.PersistentVolumeClaim, ref Ref) (string, 
 
 func (r *Resolver) resolveSnapshot(src *Source, req Request) error {
 	snap, err := r.Snapshots.VolumeSnapshots(src.Namespace).Get(src.Name)
-	if apierrors.IsNotFound(err) {
+	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotFound, "%s not found", src.Ref)
 	}
 	if err != nil {
@@ -144,7 +144,7 @@ func (r *Resolver) resolveSnapshot(src *Source, req Request) error {
 	}
 	contentName := *snap.Status.BoundVolumeSnapshotContentName
 	content, err := r.Contents.Get(contentName)
-	if apierrors.IsNotFound(err) {
+	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotReady, "VolumeSnapshotContent %q of %s not found", contentName, src.Ref)
 	}
 	if err != nil {
@@ -200,7 +200,7 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 		return invalid(reasonSourceNotFound, "a claim cannot be cloned from itself")
 	}
 	source, err := r.Claims.PersistentVolumeClaims(src.Namespace).Get(src.Name)
-	if apierrors.IsNotFound(err) {
+	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotFound, "%s not found", src.Ref)
 	}
 	if err != nil {
@@ -213,7 +213,7 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 		return invalid(reasonSourceNotReady, "%s is not bound yet", src.Ref)
 	}
 	pv, err := r.Volumes.Get(source.Spec.VolumeName)
-	if apierrors.IsNotFound(err) {
+	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotReady, "PersistentVolume %q of %s not found", source.Spec.VolumeName, src.Ref)
 	}
 	if err != nil {

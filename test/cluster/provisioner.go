@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/klog/v2"
 )
@@ -36,6 +37,14 @@ func (c *Cluster) startProvisioner(ctx context.Context, extra []string) error {
 func (c *Cluster) RestartProvisioner(ctx context.Context, extraArgs ...string) error {
 	if err := c.StopProvisioner(ctx); err != nil {
 		return err
+	}
+	// An exiting process may look gone in /proc while its listener is still
+	// open; the new sidecar needs the port.
+	for deadline := time.Now().Add(15 * time.Second); !portFree(c.state.Ports.ProvisionerHTTP); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("restarting csi-provisioner: port %d still in use after stopping it", c.state.Ports.ProvisionerHTTP)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	klog.FromContext(ctx).Info("Starting sidecar", "extraArgs", extraArgs)
 	if err := c.startProvisioner(ctx, extraArgs); err != nil {
