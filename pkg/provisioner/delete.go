@@ -3,6 +3,8 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,6 +18,12 @@ import (
 // volume: deleting it under a node that has it attached corrupts data or
 // fails in the backend.
 func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume) bool {
+	if pv.DeletionTimestamp != nil && p.deleted.has(pv.Name) {
+		// The loop re-queues the PV on the update its own DELETE caused and
+		// may still see it in its cache: DeleteVolume already succeeded and
+		// the PV is on its way out, so another round would only repeat both.
+		return false
+	}
 	if p.VolumeAttachments == nil {
 		return true
 	}
@@ -42,7 +50,40 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	if err != nil {
 		return err
 	}
-	return p.deleteVolume(ctx, pv.Spec.CSI.VolumeHandle, secrets)
+	if err := p.deleteVolume(ctx, pv.Spec.CSI.VolumeHandle, secrets); err != nil {
+		return err
+	}
+	p.deleted.add(pv.Name)
+	return nil
+}
+
+// deletedVolumes remembers, for a while, PVs whose backend volume this
+// process deleted. Entries expire so the map stays small; by then the PV
+// object is long gone.
+type deletedVolumes struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+const deletedVolumeMemory = 10 * time.Minute
+
+func (d *deletedVolumes) add(pv string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	for name, t := range d.at {
+		if now.Sub(t) > deletedVolumeMemory {
+			delete(d.at, name)
+		}
+	}
+	d.at[pv] = now
+}
+
+func (d *deletedVolumes) has(pv string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.at[pv]
+	return ok && time.Since(t) <= deletedVolumeMemory
 }
 
 // deletionSecrets reads the secret recorded on the PV at provisioning (empty

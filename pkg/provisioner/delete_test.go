@@ -171,3 +171,37 @@ func TestShouldDelete(t *testing.T) {
 		})
 	}
 }
+
+// After its own DeleteVolume succeeded, the provisioner does not delete a
+// PV again while the PV object is on its way out (the loop may see a stale
+// copy), but a PV whose API delete failed (no deletionTimestamp) is retried.
+func TestShouldDeleteAfterOwnDelete(t *testing.T) {
+	tests := []struct {
+		name        string
+		deletedHere bool
+		terminating bool
+		want        bool
+	}{
+		{name: "deleted here, PV terminating: not again", deletedHere: true, terminating: true, want: false},
+		{name: "deleted here, PV delete failed: retried", deletedHere: true, want: true},
+		{name: "PV terminating, volume not deleted here", terminating: true, want: true},
+		{name: "released PV", want: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			pv := ownVolume()
+			if tc.deletedHere {
+				if err := e.p.Delete(context.Background(), pv); err != nil {
+					t.Fatalf("Delete: %v", err)
+				}
+			}
+			if tc.terminating {
+				pv.DeletionTimestamp = ptr.To(metav1.Now())
+			}
+			if got := e.p.ShouldDelete(context.Background(), pv); got != tc.want {
+				t.Errorf("ShouldDelete = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -72,6 +72,7 @@ type Config struct {
 type Provisioner struct {
 	Config
 	inflight inflight
+	deleted  deletedVolumes
 }
 
 var (
@@ -83,7 +84,7 @@ var (
 
 // New returns a provisioner for one driver.
 func New(cfg Config) *Provisioner {
-	return &Provisioner{Config: cfg, inflight: newInflight()}
+	return &Provisioner{Config: cfg, inflight: newInflight(), deleted: deletedVolumes{at: map[string]time.Time{}}}
 }
 
 // SupportsBlock: every CSI driver can be asked; the driver refuses block
