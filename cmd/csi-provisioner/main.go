@@ -23,6 +23,7 @@ import (
 	"github.com/kubernetes-csi/csi-lib-utils/standardflags"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
+	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -37,6 +38,7 @@ import (
 	libcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	libmetrics "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
+	"github.com/crossns/external-provisioner/pkg/capacity"
 	"github.com/crossns/external-provisioner/pkg/clone"
 	"github.com/crossns/external-provisioner/pkg/datasource"
 	"github.com/crossns/external-provisioner/pkg/events"
@@ -67,6 +69,12 @@ var (
 	preventVolumeModeConversion = flag.Bool("prevent-volume-mode-conversion", true, "Refuse to restore a snapshot into another volume mode unless its VolumeSnapshotContent allows it.")
 	enablePprof                 = flag.Bool("enable-pprof", false, "Serve pprof on --http-endpoint under /debug/pprof.")
 	cloningProtectionThreads    = flag.Uint("cloning-protection-threads", 1, "Number of data sources whose protection finalizer is released at once.")
+
+	enableCapacity              = flag.Bool("enable-capacity", false, "Publish CSIStorageCapacity objects with the driver's GetCapacity per StorageClass and topology segment. Needs the env variables NAMESPACE and POD_NAME.")
+	capacityPollInterval        = flag.Duration("capacity-poll-interval", time.Minute, "How often the driver's capacity is asked again.")
+	capacityThreads             = flag.Uint("capacity-threads", 1, "Number of CSIStorageCapacity objects updated at once.")
+	capacityForImmediateBinding = flag.Bool("capacity-for-immediate-binding", false, "Also publish capacity for StorageClasses with Immediate volume binding.")
+	capacityOwnerrefLevel       = flag.Int("capacity-ownerref-level", 1, "Owner of CSIStorageCapacity objects: 0 the sidecar's pod, 1 its controller (StatefulSet, ReplicaSet), 2 the ReplicaSet's Deployment; negative: no owner, objects are never garbage collected.")
 )
 
 func main() {
@@ -214,6 +222,15 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		resolver.Grants = grants
 	}
 
+	var capacityFactory informers.SharedInformerFactory
+	var capacityCtrl *capacity.Controller
+	if *enableCapacity {
+		capacityFactory, capacityCtrl, err = newCapacity(ctx, client, conn, driverName, pluginCaps, controllerCaps, factory)
+		if err != nil {
+			return err
+		}
+	}
+
 	recorder := events.NewRecorder(ctx, eventsClient, "csi-provisioner-"+driverName)
 	var topo provisioner.TopologyBuilder
 	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
@@ -275,6 +292,10 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 			go grants.Run(ctx)
 		}
 		go cloneCtrl.Run(ctx, int(*cloningProtectionThreads))
+		if capacityCtrl != nil {
+			capacityFactory.Start(ctx.Done())
+			go capacityCtrl.Run(ctx, int(*capacityThreads))
+		}
 		loop.Run(ctx)
 	}
 
@@ -310,6 +331,61 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		return fmt.Errorf("leader election: %w", err)
 	}
 	return nil
+}
+
+// newCapacity wires the CSIStorageCapacity publisher (--enable-capacity):
+// its owner, its own informer on the sidecar's namespace and the shared
+// StorageClass, CSINode and Node informers.
+func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.ClientConn, driverName string,
+	pluginCaps rpc.PluginCapabilitySet, controllerCaps rpc.ControllerCapabilitySet, factory informers.SharedInformerFactory,
+) (informers.SharedInformerFactory, *capacity.Controller, error) {
+	logger := klog.FromContext(ctx)
+	if !controllerCaps[csi.ControllerServiceCapability_RPC_GET_CAPACITY] {
+		return nil, nil, fmt.Errorf("--enable-capacity is set but CSI driver %s does not support GET_CAPACITY: remove the flag", driverName)
+	}
+	if *capacityThreads < 1 || *capacityPollInterval <= 0 {
+		return nil, nil, fmt.Errorf("--capacity-threads must be at least 1 and --capacity-poll-interval positive")
+	}
+	namespace, podName := os.Getenv("NAMESPACE"), os.Getenv("POD_NAME")
+	if namespace == "" {
+		return nil, nil, fmt.Errorf("--enable-capacity needs the env variable NAMESPACE (the pod's namespace, from fieldRef metadata.namespace): CSIStorageCapacity objects are created there")
+	}
+	if podName == "" && *capacityOwnerrefLevel >= 0 {
+		return nil, nil, fmt.Errorf("--enable-capacity needs the env variable POD_NAME (from fieldRef metadata.name) to find the owner of CSIStorageCapacity objects, or --capacity-ownerref-level=-1")
+	}
+	owner, err := capacity.Owner(ctx, client, namespace, podName, *capacityOwnerrefLevel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding the owner of CSIStorageCapacity objects: %w", err)
+	}
+	if owner == nil {
+		logger.Info("CSIStorageCapacity objects get no owner reference (--capacity-ownerref-level < 0): they are never garbage collected; delete them by hand when removing the driver", "namespace", namespace)
+	} else {
+		logger.Info("CSIStorageCapacity objects are owned", "kind", owner.Kind, "name", owner.Name, "namespace", namespace)
+	}
+	capacityFactory := informers.NewSharedInformerFactoryWithOptions(client, 15*time.Minute,
+		informers.WithNamespace(namespace), informers.WithTweakListOptions(capacity.ListOptions(driverName)))
+	cfg := capacity.Config{
+		DriverName:       driverName,
+		Client:           client,
+		CSI:              csi.NewControllerClient(conn),
+		Timeout:          *operationTimeout,
+		Namespace:        namespace,
+		Owner:            owner,
+		ImmediateBinding: *capacityForImmediateBinding,
+		DefaultFSType:    *defaultFSType,
+		PollInterval:     *capacityPollInterval,
+		Classes:          factory.Storage().V1().StorageClasses(),
+		Capacities:       capacityFactory.Storage().V1().CSIStorageCapacities(),
+	}
+	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
+		cfg.CSINodes, cfg.Nodes = factory.Storage().V1().CSINodes(), factory.Core().V1().Nodes()
+		cfg.Topology = &topology.Builder{Driver: driverName, Nodes: cfg.Nodes.Lister(), CSINodes: cfg.CSINodes.Lister()}
+	}
+	ctrl, err := capacity.New(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating storage capacity publisher: %w", err)
+	}
+	return capacityFactory, ctrl, nil
 }
 
 func serve(ctx context.Context, endpoint string, mux *http.ServeMux) {

@@ -96,6 +96,13 @@ func (b *Builder) forSelectedNode(node *v1.Node, allowed []map[string]string) (*
 	return &csi.TopologyRequirement{Requisite: toCSI(requisite), Preferred: toCSI(preferred)}, nil
 }
 
+// Segments lists the distinct topology segments of all nodes where the
+// driver runs (CSINode topology keys with the Node's values), sorted. Storage
+// capacity is published once per segment.
+func (b *Builder) Segments() ([]map[string]string, error) {
+	return b.driverSegments(nil)
+}
+
 // topologyKeys are the keys the driver reports on a node's CSINode.
 func (b *Builder) topologyKeys(node string) ([]string, error) {
 	cn, err := b.CSINodes.Get(node)

@@ -102,3 +102,49 @@ func TestLeaderElection(t *testing.T) {
 	createClaim(t, c, newClaim(ns, "data", "1Mi"))
 	waitBound(t, c, ns, "data")
 }
+
+// With --enable-capacity the sidecar publishes the driver's capacity per
+// StorageClass as CSIStorageCapacity objects, and follows it as volumes use it.
+func TestStorageCapacityPublished(t *testing.T) {
+	c := requireBed(t)
+	ctx := testContext(t)
+	// The bed may predate the capacity rules of deploy/kubernetes/rbac.yaml.
+	if err := bed.ApplyProvisionerRBAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "default"
+	selector := "csi.storage.k8s.io/drivername=" + driverName
+	t.Cleanup(func() {
+		// Without an owner (level -1) nothing garbage-collects them.
+		_ = c.kube.StorageV1().CSIStorageCapacities(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: selector})
+	})
+	t.Setenv("NAMESPACE", ns)
+	restartSidecar(t, "--enable-capacity", "--capacity-for-immediate-binding", "--capacity-ownerref-level=-1", "--capacity-poll-interval=1s")
+
+	published := func(ctx context.Context) (int64, string, error) {
+		list, err := c.kube.StorageV1().CSIStorageCapacities(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return 0, "", err
+		}
+		for _, sc := range list.Items {
+			if sc.StorageClassName == testClass && sc.Capacity != nil {
+				return sc.Capacity.Value(), sc.Name, nil
+			}
+		}
+		return -1, fmt.Sprintf("%d objects, none for %s", len(list.Items), testClass), nil
+	}
+	var before int64
+	eventually(t, provisionWait, "a CSIStorageCapacity for "+testClass, func(ctx context.Context) (bool, string, error) {
+		v, state, err := published(ctx)
+		before = v
+		return err == nil && v > 0, state, nil
+	})
+
+	claimNS := createNamespace(t, c, "capacity")
+	createClaim(t, c, newClaim(claimNS, "big", "64Mi"))
+	waitBound(t, c, claimNS, "big")
+	eventually(t, provisionWait, "published capacity to drop by the new volume", func(ctx context.Context) (bool, string, error) {
+		v, _, err := published(ctx)
+		return err == nil && v <= before-64<<20, fmt.Sprintf("capacity %d, was %d", v, before), nil
+	})
+}

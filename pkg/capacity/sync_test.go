@@ -1,0 +1,198 @@
+package capacity
+
+import (
+	"maps"
+	"reflect"
+	"testing"
+
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	wffc      = storagev1.VolumeBindingWaitForFirstConsumer
+	immediate = storagev1.VolumeBindingImmediate
+)
+
+func TestSync(t *testing.T) {
+	nodeA, csiNodeA := nodeIn("node-a", "a")
+	nodeB, csiNodeB := nodeIn("node-b", "b")
+	nodeB2, csiNodeB2 := nodeIn("node-b2", "b")
+	twoZones := []runtime.Object{nodeA, csiNodeA, nodeB, csiNodeB, nodeB2, csiNodeB2}
+	fast := class("fast", driver, wffc, nil)
+	sizes := map[string]int64{"a": 10 << 30, "b": 20 << 30, "c": 5 << 30, "": 1 << 30}
+
+	tests := []struct {
+		name       string
+		immediate  bool
+		noTopology bool
+		objs       []runtime.Object
+		maxSizes   map[string]int64
+		want       []string
+		wantWrites map[string]int
+	}{
+		{
+			name:       "one object per class and segment",
+			objs:       append([]runtime.Object{fast, class("slow", driver, wffc, nil)}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi", "slow a 10Gi", "slow b 20Gi"},
+			wantWrites: map[string]int{"create": 4},
+		},
+		{
+			name:       "immediate binding skipped without the flag",
+			objs:       append([]runtime.Object{fast, class("now", driver, immediate, nil)}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 2},
+		},
+		{
+			name:       "immediate binding published with the flag",
+			immediate:  true,
+			objs:       append([]runtime.Object{fast, class("now", driver, immediate, nil)}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi", "now a 10Gi", "now b 20Gi"},
+			wantWrites: map[string]int{"create": 4},
+		},
+		{
+			name:       "other drivers' classes skipped",
+			objs:       append([]runtime.Object{fast, class("theirs", "other.csi.example.com", wffc, nil)}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 2},
+		},
+		{
+			name:       "maximum volume size when the driver returns it",
+			objs:       append([]runtime.Object{fast}, twoZones...),
+			maxSizes:   map[string]int64{"a": 1 << 30},
+			want:       []string{"fast a 10Gi max=1Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 2},
+		},
+		{
+			name:       "no topology: one object per class without nodeTopology",
+			noTopology: true,
+			objs:       []runtime.Object{fast, class("slow", driver, wffc, nil)},
+			want:       []string{"fast - 1Gi", "slow - 1Gi"},
+			wantWrites: map[string]int{"create": 2},
+		},
+		{
+			name:       "updated when capacity changes",
+			objs:       append([]runtime.Object{fast, published("csisc-a", "fast", "a", "3Gi"), published("csisc-b", "fast", "b", "20Gi")}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"update": 1},
+		},
+		{
+			name:       "deleted when the class goes away",
+			objs:       append([]runtime.Object{published("csisc-a", "gone", "a", "3Gi")}, twoZones...),
+			wantWrites: map[string]int{"delete": 1},
+		},
+		{
+			name:       "deleted when the class is another driver's now",
+			objs:       append([]runtime.Object{class("fast", "other.csi.example.com", wffc, nil), published("csisc-a", "fast", "a", "10Gi")}, twoZones...),
+			wantWrites: map[string]int{"delete": 1},
+		},
+		{
+			name:       "deleted when the segment goes away",
+			objs:       append([]runtime.Object{fast, published("csisc-c", "fast", "c", "5Gi")}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 2, "delete": 1},
+		},
+		{
+			name:       "duplicates deleted",
+			objs:       append([]runtime.Object{fast, published("csisc-a1", "fast", "a", "10Gi"), published("csisc-a2", "fast", "a", "10Gi")}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 1, "delete": 1},
+		},
+		{
+			name:       "no driver nodes: nothing published",
+			objs:       []runtime.Object{fast, published("csisc-a", "fast", "a", "10Gi")},
+			wantWrites: map[string]int{"delete": 1},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fcsi := &fakeCSI{sizes: sizes, maxSizes: tc.maxSizes}
+			f := newFixture(t, Config{ImmediateBinding: tc.immediate}, !tc.noTopology, fcsi, tc.objs...)
+			f.syncAll(t)
+			if got := f.objects(t); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("objects %q, want %q", got, tc.want)
+			}
+			if got := f.writes(); !maps.Equal(got, tc.wantWrites) && !(len(got) == 0 && len(tc.wantWrites) == 0) {
+				t.Errorf("writes %v, want %v", got, tc.wantWrites)
+			}
+			// A second round with nothing changed writes nothing more.
+			f.client.ClearActions()
+			f.syncAll(t)
+			if got := f.writes(); len(got) != 0 {
+				t.Errorf("second sync wrote %v, want nothing", got)
+			}
+		})
+	}
+}
+
+func TestPublishedObject(t *testing.T) {
+	nodeA, csiNodeA := nodeIn("node-a", "a")
+	owner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "csi-driver", UID: "sts-uid", Controller: ptr.To(true)}
+	params := map[string]string{"type": "ssd", "csi.storage.k8s.io/fstype": "xfs", "csi.storage.k8s.io/provisioner-secret-name": "s"}
+	fcsi := &fakeCSI{sizes: map[string]int64{"a": 1 << 30}}
+	f := newFixture(t, Config{Owner: owner}, true, fcsi, class("fast", driver, wffc, params), nodeA, csiNodeA)
+	f.syncAll(t)
+
+	if len(fcsi.requests) != 1 {
+		t.Fatalf("GetCapacity calls %d, want 1", len(fcsi.requests))
+	}
+	req := fcsi.requests[0]
+	if want := map[string]string{"type": "ssd"}; !maps.Equal(req.Parameters, want) {
+		t.Errorf("parameters %v, want %v (reserved keys removed)", req.Parameters, want)
+	}
+	if got := req.GetVolumeCapabilities()[0].GetMount().GetFsType(); got != "xfs" {
+		t.Errorf("fstype %q, want xfs", got)
+	}
+	if got := req.GetAccessibleTopology().GetSegments(); !maps.Equal(got, map[string]string{zone: "a"}) {
+		t.Errorf("accessible topology %v, want zone a", got)
+	}
+
+	list, _ := f.client.StorageV1().CSIStorageCapacities(ns).List(t.Context(), metav1.ListOptions{})
+	if len(list.Items) != 1 {
+		t.Fatalf("%d objects, want 1", len(list.Items))
+	}
+	sc := list.Items[0]
+	if sc.GenerateName != "csisc-" {
+		t.Errorf("generateName %q, want csisc-", sc.GenerateName)
+	}
+	if want := map[string]string{DriverLabel: driver, ManagedByLabel: ManagedByValue}; !maps.Equal(sc.Labels, want) {
+		t.Errorf("labels %v, want %v", sc.Labels, want)
+	}
+	if len(sc.OwnerReferences) != 1 || sc.OwnerReferences[0].UID != "sts-uid" {
+		t.Errorf("owner references %+v, want the StatefulSet", sc.OwnerReferences)
+	}
+	if want := (metav1.LabelSelector{MatchLabels: map[string]string{zone: "a"}}); !reflect.DeepEqual(*sc.NodeTopology, want) {
+		t.Errorf("nodeTopology %+v, want %+v", sc.NodeTopology, want)
+	}
+}
+
+func TestAdoptsUpstreamObjects(t *testing.T) {
+	nodeA, csiNodeA := nodeIn("node-a", "a")
+	owner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "csi-driver", UID: "new-uid", Controller: ptr.To(true)}
+	old := published("csisc-old", "fast", "a", "1Gi")
+	old.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: "old-pod", UID: "old-uid"}}
+	f := newFixture(t, Config{Owner: owner}, true, &fakeCSI{sizes: map[string]int64{"a": 1 << 30}},
+		class("fast", driver, wffc, nil), nodeA, csiNodeA, old)
+	f.syncAll(t)
+	if w := f.writes(); !maps.Equal(w, map[string]int{"update": 1}) {
+		t.Errorf("writes %v, want one update", w)
+	}
+
+	got, err := f.client.StorageV1().CSIStorageCapacities(ns).Get(t.Context(), "csisc-old", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the existing object was not kept: %v", err)
+	}
+	if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != "new-uid" {
+		t.Errorf("owner references %+v, want this sidecar's owner", got.OwnerReferences)
+	}
+}
+
+func TestListOptions(t *testing.T) {
+	var o metav1.ListOptions
+	ListOptions(driver)(&o)
+	if want := "csi.storage.k8s.io/drivername=" + driver + ",csi.storage.k8s.io/managed-by=external-provisioner"; o.LabelSelector != want {
+		t.Errorf("label selector %q, want %q", o.LabelSelector, want)
+	}
+}
