@@ -115,6 +115,9 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	if cfg.MetricsAddress != "" && cfg.HttpEndpoint != "" {
 		return fmt.Errorf("only one of --metrics-address and --http-endpoint can be set")
 	}
+	if err := provisioner.ValidateNaming(*volumeNamePrefix, *volumeNameUUIDLength); err != nil {
+		return err
+	}
 
 	// Kubernetes clients: the main budget is for PVs and finalizers; Events
 	// get a budget of their own so they never delay a PV.
@@ -259,10 +262,6 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		Recorder:                  recorder,
 		Metrics:                   metrics.NewProvisioning(registry),
 	})
-	if err := provisioner.ValidateNaming(*volumeNamePrefix, *volumeNameUUIDLength); err != nil {
-		return err
-	}
-
 	libMetrics := libmetrics.New("controller")
 	registry.RawMustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
 		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
