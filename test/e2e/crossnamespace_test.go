@@ -6,14 +6,18 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/crossns/external-provisioner/test/csidriver"
 )
 
 const (
@@ -288,4 +292,74 @@ func TestReferenceGrantRBACForbiddenThenFixed(t *testing.T) {
 	restoreRole()
 	pv := waitBound(t, c, dev, "copy")
 	requireFiles(t, volumeDir(pv), files)
+}
+
+// The grant is revoked while a CreateVolume under it is still running in the
+// driver (it outlived the sidecar's --timeout): the sidecar finishes that
+// call, deletes the volume it made, reports ReferenceGrantRevoked, and binds
+// nothing — no backend volume is left without a PV.
+func TestGrantRevokedWhileCreateVolumeInFlight(t *testing.T) {
+	c := requireBed(t)
+	ctx := testContext(t)
+	restartSidecar(t, "--timeout=1s")
+	prod := createNamespace(t, c, "prod")
+	dev := createNamespace(t, c, "dev")
+	provisionSource(t, c, prod, "db", map[string]string{"secret.csv": "x"})
+	grant(t, c, prod, "share", dev, "", "PersistentVolumeClaim", "db")
+
+	driverControl(t, "/delay", `{"method":"CreateVolume","delay":"4s"}`)
+	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
+	pvc := createClaim(t, c, fromClaim(newClaim(dev, "copy", "1Mi"), prod, "db"))
+	msg := waitEvent(t, c, dev, "copy", "ProvisioningFailed")
+	if !strings.Contains(msg, "DeadlineExceeded") {
+		t.Fatalf("first attempt should time out in the driver, got %q", msg)
+	}
+
+	if err := c.gateway.GatewayV1beta1().ReferenceGrants(prod).Delete(ctx, "share", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	driverControl(t, "/reset", `{}`) // the driver now answers at once
+	msg = waitEvent(t, c, dev, "copy", "ReferenceGrantRevoked")
+
+	got, err := c.kube.CoreV1().PersistentVolumeClaims(dev).Get(ctx, "copy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.VolumeName != "" || got.Status.Phase != corev1.ClaimPending {
+		t.Fatalf("claim is %s with volume %q after its grant was revoked, want Pending without volume", got.Status.Phase, got.Spec.VolumeName)
+	}
+	// The driver made the volume (all CreateVolume calls share one name) and
+	// was told to delete it: nothing of it is left in the backend.
+	calls, raw := createVolumeRecords(t, pvc)
+	created := slices.ContainsFunc(raw, func(r csidriver.CallRecord) bool { return r.Code == "OK" })
+	if !created {
+		t.Fatalf("the driver never completed a CreateVolume for the claim (%d calls): nothing to clean up, the test proves nothing", len(raw))
+	}
+	m := regexp.MustCompile(`the volume "([^"]+)" was deleted`).FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("event %q names no volume", msg)
+	}
+	recs, err := csidriver.ReadCallLog(bed.DriverCallLogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := slices.ContainsFunc(csidriver.FilterCalls(recs, "DeleteVolume"), func(r csidriver.CallRecord) bool {
+		req := &csi.DeleteVolumeRequest{}
+		return r.DecodeRequest(req) == nil && req.VolumeId == m[1] && r.Code == "OK"
+	})
+	if !deleted {
+		t.Fatalf("the driver was never asked to delete volume %s made under the revoked grant", m[1])
+	}
+	eventually(t, provisionWait, "the volume made under the revoked grant to be gone from the driver", func(context.Context) (bool, string, error) {
+		vols, _, err := csidriver.ReadDataDir(bed.DriverDataDir())
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for _, v := range vols {
+			if v.Name == calls[0].Name {
+				return false, fmt.Sprintf("volume %s (%s) still exists", v.ID, v.Name), nil
+			}
+		}
+		return true, "", nil
+	})
 }
