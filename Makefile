@@ -57,8 +57,9 @@ test-e2e:
 test: verify test-unit
 	$(MAKE) test-e2e
 
-# demo: the README's first command: bring the bed up and run the prod → dev story.
-demo: build cluster-up
+# demo: the README's first command: bring the bed up (it builds the sidecar and
+# the test driver) and run the prod → dev story.
+demo: cluster-up
 	test/demo/demo.sh
 
 # bench: the load benchmark (docs/benchmarks.md) on this clone's bed, brought
