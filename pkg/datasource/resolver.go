@@ -233,7 +233,7 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 		return invalid(reasonSourceTooLarge, "requested size %s is smaller than the size %s of %s; ask for at least %s",
 			quantity(req.Bytes), size.String(), src.Ref, size.String())
 	}
-	if mode := modeOf(source.Spec.VolumeMode); mode != req.Mode {
+	if mode := ModeOf(source.Spec.VolumeMode); mode != req.Mode {
 		return invalid(reasonVolumeModeMismatch, "%s is a %s volume and the claim asks for %s; a clone keeps the source's volume mode",
 			src.Ref, mode, req.Mode)
 	}
@@ -244,15 +244,12 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 	return nil
 }
 
-// modeOf returns the volume mode, Filesystem when unset (the API default).
-func modeOf(m *v1.PersistentVolumeMode) v1.PersistentVolumeMode {
+// ModeOf returns the volume mode, Filesystem when unset (the API default).
+func ModeOf(m *v1.PersistentVolumeMode) v1.PersistentVolumeMode {
 	if m == nil {
 		return v1.PersistentVolumeFilesystem
 	}
 	return *m
 }
-
-// ModeOf is modeOf for other packages.
-func ModeOf(m *v1.PersistentVolumeMode) v1.PersistentVolumeMode { return modeOf(m) }
 
 func quantity(bytes int64) string { return resource.NewQuantity(bytes, resource.BinarySI).String() }

@@ -80,7 +80,7 @@ func BenchmarkBuildRequest(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				req, _, _, err := p.buildRequest(claim, class, pvName)
+				req, _, err := p.buildRequest(claim, class, pvName)
 				if err != nil {
 					b.Fatal(err)
 				}

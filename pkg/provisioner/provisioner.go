@@ -105,7 +105,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim))
 	ctx = klog.NewContext(ctx, logger)
 
-	req, tp, cp, err := p.buildRequest(claim, class, opts.PVName)
+	req, refs, err := p.buildRequest(claim, class, opts.PVName)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
@@ -129,9 +129,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 			return nil, controller.ProvisioningFinished, fmt.Errorf("topology: %w", err)
 		}
 	}
-	if ref, err := resolveSecretRef(cp, provisionerSecret, tp); err != nil {
-		return nil, controller.ProvisioningFinished, err
-	} else if ref != nil {
+	if ref := refs[provisionerSecret]; ref != nil {
 		if req.Secrets, err = p.readSecret(ctx, ref); err != nil {
 			return nil, controller.ProvisioningNoChange, err
 		}
@@ -158,7 +156,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		p.Metrics.ObserveProvision(src, err, time.Since(start))
 		return nil, state, err
 	}
-	pv, err := p.buildVolume(ctx, claim, class, opts.PVName, cp, tp, req, resp.Volume, src)
+	pv, err := p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src)
 	if err != nil {
 		// The driver created a volume no PV will ever own: remove it.
 		p.cleanup(ctx, claim, resp.Volume.VolumeId, req.Secrets)
@@ -172,20 +170,21 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 }
 
 // buildRequest turns claim and class into a CreateVolumeRequest without
-// secrets, topology or content source.
-func (p *Provisioner) buildRequest(claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass, pvName string) (*csi.CreateVolumeRequest, templateParams, *classParams, error) {
-	tp := templateParams{pvName: pvName, claim: claim}
+// secrets, topology or content source, and resolves the class's secret
+// references. They are resolved (and validated) now, once, so a typo in the
+// class fails the claim before a volume exists rather than when a pod mounts it.
+func (p *Provisioner) buildRequest(claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass, pvName string) (*csi.CreateVolumeRequest, secretRefs, error) {
 	cp, err := parseClassParams(class.Parameters)
 	if err != nil {
-		return nil, tp, nil, err
+		return nil, nil, err
 	}
 	name, err := volumeName(p.VolumeNamePrefix, p.VolumeNameUUIDLength, claim.UID)
 	if err != nil {
-		return nil, tp, nil, err
+		return nil, nil, err
 	}
 	cr, err := capacityRange(claim)
 	if err != nil {
-		return nil, tp, nil, err
+		return nil, nil, err
 	}
 	fsType := cp.fsType
 	if fsType == "" {
@@ -193,20 +192,17 @@ func (p *Provisioner) buildRequest(claim *v1.PersistentVolumeClaim, class *stora
 	}
 	caps, err := volumeCapabilities(claim, fsType, class.MountOptions, p.ControllerCaps[csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER])
 	if err != nil {
-		return nil, tp, nil, err
+		return nil, nil, err
 	}
 	params := cp.driver
 	if p.ExtraCreateMetadata {
 		params[pvcNameKey], params[pvcNamespaceKey], params[pvNameKey] = claim.Name, claim.Namespace, pvName
 	}
-	// Every secret reference is validated now, so a typo in the class fails
-	// the claim before a volume exists rather than when a pod mounts it.
-	for _, sk := range secretKinds {
-		if _, err := resolveSecretRef(cp, sk, tp); err != nil {
-			return nil, tp, nil, err
-		}
+	refs, err := resolveSecretRefs(cp, templateParams{pvName: pvName, claim: claim})
+	if err != nil {
+		return nil, nil, err
 	}
-	return &csi.CreateVolumeRequest{Name: name, CapacityRange: cr, VolumeCapabilities: caps, Parameters: params}, tp, cp, nil
+	return &csi.CreateVolumeRequest{Name: name, CapacityRange: cr, VolumeCapabilities: caps, Parameters: params}, refs, nil
 }
 
 func (p *Provisioner) readSecret(ctx context.Context, ref *v1.SecretReference) (map[string]string, error) {

@@ -95,6 +95,25 @@ func parseClassParams(params map[string]string) (*classParams, error) {
 	return cp, nil
 }
 
+// secretRefs are a class's resolved secret references, by kind; a kind the
+// class does not name is absent (nil).
+type secretRefs map[secretKind]*v1.SecretReference
+
+// resolveSecretRefs resolves every secret reference of the class.
+func resolveSecretRefs(cp *classParams, tp templateParams) (secretRefs, error) {
+	refs := secretRefs{}
+	for _, sk := range secretKinds {
+		ref, err := resolveSecretRef(cp, sk, tp)
+		if err != nil {
+			return nil, err
+		}
+		if ref != nil {
+			refs[sk] = ref
+		}
+	}
+	return refs, nil
+}
+
 // templateParams are the values a secret template may use.
 type templateParams struct {
 	pvName string

@@ -35,16 +35,10 @@ const (
 // buildVolume makes the PV for a created volume. The provision loop adds the
 // claim reference, class name and its own annotations.
 func (p *Provisioner) buildVolume(_ context.Context, claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass, pvName string,
-	cp *classParams, tp templateParams, req *csi.CreateVolumeRequest, vol *csi.Volume, src *datasource.Source) (*v1.PersistentVolume, error) {
+	refs secretRefs, req *csi.CreateVolumeRequest, vol *csi.Volume, src *datasource.Source) (*v1.PersistentVolume, error) {
 	capacity, err := checkCapacity(req.CapacityRange.RequiredBytes, vol.CapacityBytes)
 	if err != nil {
 		return nil, err
-	}
-	refs := map[secretKind]*v1.SecretReference{}
-	for _, sk := range secretKinds {
-		if refs[sk], err = resolveSecretRef(cp, sk, tp); err != nil {
-			return nil, err
-		}
 	}
 	attrs := maps.Clone(vol.VolumeContext)
 	if attrs == nil {

@@ -67,11 +67,8 @@ func (b *bench) fanout(ctx context.Context, src *source) (FanoutResult, error) {
 	logger := klog.FromContext(ctx)
 	cfg := b.cfg
 	res := FanoutResult{Claims: cfg.Claims, Namespaces: cfg.Namespaces}
-	namespaces := make([]string, cfg.Namespaces)
-	for i := range namespaces {
-		namespaces[i] = fmt.Sprintf("bench-fanout-%02d", i)
-	}
-	if err := b.c.createNamespaces(ctx, b.run, namespaces); err != nil {
+	namespaces, err := b.c.createNumberedNamespaces(ctx, b.run, "bench-fanout", cfg.Namespaces)
+	if err != nil {
 		return res, err
 	}
 	grants, err := b.c.createGrants(ctx, src.namespace, "bench-fanout", namespaces)

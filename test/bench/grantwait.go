@@ -42,11 +42,8 @@ func (b *bench) grantLatency(ctx context.Context, src *source) (GrantResult, err
 	logger := klog.FromContext(ctx)
 	cfg := b.cfg
 	res := GrantResult{Claims: cfg.GrantClaims, Namespaces: cfg.GrantNamespaces}
-	namespaces := make([]string, cfg.GrantNamespaces)
-	for i := range namespaces {
-		namespaces[i] = fmt.Sprintf("bench-late-%02d", i)
-	}
-	if err := b.c.createNamespaces(ctx, b.run, namespaces); err != nil {
+	namespaces, err := b.c.createNumberedNamespaces(ctx, b.run, "bench-late", cfg.GrantNamespaces)
+	if err != nil {
 		return res, err
 	}
 	var grants []string

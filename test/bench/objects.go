@@ -64,6 +64,15 @@ func newClients(cfg *rest.Config) (*clients, error) {
 }
 
 // createNamespaces makes the namespaces, labelled with the run.
+// createNumberedNamespaces creates <prefix>-00 … <prefix>-(n-1) and returns their names.
+func (c *clients) createNumberedNamespaces(ctx context.Context, run, prefix string, n int) ([]string, error) {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%02d", prefix, i)
+	}
+	return names, c.createNamespaces(ctx, run, names)
+}
+
 func (c *clients) createNamespaces(ctx context.Context, run string, names []string) error {
 	for _, n := range names {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{runLabelKey: run}}}

@@ -282,3 +282,18 @@ func restartSidecar(t *testing.T, args ...string) {
 		}
 	})
 }
+
+// requireRefused waits for the Event with reason on the claim, checks that
+// its message mentions each of mentions, and that the driver never saw the
+// claim. It returns the message.
+func requireRefused(t *testing.T, c *clients, pvc *corev1.PersistentVolumeClaim, reason string, mentions ...string) string {
+	t.Helper()
+	msg := waitEvent(t, c, pvc.Namespace, pvc.Name, reason)
+	for _, want := range mentions {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%s event %q does not mention %q", reason, msg, want)
+		}
+	}
+	requireNoCreateVolume(t, pvc)
+	return msg
+}
