@@ -15,17 +15,36 @@ import (
 // The control API lets out-of-process tests steer a running driver binary:
 //
 //	POST /delay  {"method":"CreateVolume","delay":"3s"}  ("0s": no delay, even under "*")
+//	POST /delay  {"method":"CreateVolume","delay":"4s","ignoreCancel":true}
 //	POST /fail   {"method":"CreateVolume","count":2,"code":"Unavailable"}
 //	POST /reset
 //	GET  /knobs
 //
+// A delayed call normally ends when its caller gives up (the sidecar's
+// --timeout): it answers DeadlineExceeded or Canceled and does nothing. With
+// "ignoreCancel" it behaves like a real driver whose backend operation has
+// started: it sleeps the whole delay whatever the caller does, then does its
+// work (CreateVolume creates the volume in the data dir) and answers, maybe
+// to nobody. While such a call runs, a call of the same method and name (the
+// sidecar retrying CreateVolume for the same claim) is refused at once with
+// Aborted "operation pending for this name", without consuming an injected
+// failure; once it has returned, a retry gets the volume it made (name
+// idempotency), after that retry's own delay. So two volumes are never made
+// for one name. "ignoreCancel" needs a delay above zero; a method's own rule,
+// "0s" included, replaces the "*" rule together with its ignoreCancel.
+// KnobState.Running lists the calls ignoring cancellation that have not
+// returned yet; /reset clears the rules but does not end those calls.
+//
 // Every successful request answers 200 with the resulting KnobState as JSON;
-// invalid requests answer 400 with a plain-text reason.
+// invalid requests (unknown fields included) answer 400 with a plain-text
+// reason.
 
 // DelayRequest is the body of POST /delay.
 type DelayRequest struct {
 	Method string `json:"method"`
 	Delay  string `json:"delay"`
+	// IgnoreCancel lets the delayed calls outlive their caller.
+	IgnoreCancel bool `json:"ignoreCancel,omitempty"`
 }
 
 // FailRequest is the body of POST /fail. Code is a codes.Code name such as
@@ -52,7 +71,11 @@ func (d *Driver) ControlHandler() http.Handler {
 			http.Error(w, fmt.Sprintf("invalid delay %q: %v", req.Delay, err), http.StatusBadRequest)
 			return
 		}
-		d.respond(w, d.SetDelay(req.Method, delay))
+		set := d.SetDelay
+		if req.IgnoreCancel {
+			set = d.SetDelayIgnoringCancel
+		}
+		d.respond(w, set(req.Method, delay))
 	})
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) {
 		var req FailRequest

@@ -2,6 +2,9 @@ package csidriver
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +173,187 @@ func TestDelay(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDelayIgnoringCancel covers calls that outlive their caller: each step
+// is one CreateVolume, made in order; a step with a timeout gives up on its
+// call long before the delay ends.
+func TestDelayIgnoringCancel(t *testing.T) {
+	const delay = 700 * time.Millisecond
+	const giveUp = 100 * time.Millisecond
+	type step struct {
+		name     string
+		timeout  time.Duration // 0: wait for the answer
+		wantCode codes.Code
+		// waitRunning waits until the driver lists the call as running,
+		// so that the next step surely overlaps it.
+		waitRunning bool
+	}
+	tests := []struct {
+		name         string
+		delay        time.Duration
+		ignoreCancel bool
+		exempt       bool // CreateVolume "0s" under a "*" delay
+		steps        []step
+		// wantVolumes are the names of the volumes in the driver once
+		// every call has returned; each exists once.
+		wantVolumes []string
+	}{
+		{
+			name:         "caller gives up, the volume is made anyway",
+			delay:        delay,
+			ignoreCancel: true,
+			steps:        []step{{name: "a", timeout: giveUp, wantCode: codes.DeadlineExceeded}},
+			wantVolumes:  []string{"a"},
+		},
+		{
+			name:        "without ignoreCancel the call is abandoned",
+			delay:       delay,
+			steps:       []step{{name: "a", timeout: giveUp, wantCode: codes.DeadlineExceeded}},
+			wantVolumes: nil,
+		},
+		{
+			name:         "same name while running is Aborted, later it gets the one volume",
+			delay:        delay,
+			ignoreCancel: true,
+			steps: []step{
+				{name: "a", timeout: giveUp, wantCode: codes.DeadlineExceeded, waitRunning: true},
+				{name: "a", wantCode: codes.Aborted},
+				{name: "b", timeout: giveUp, wantCode: codes.DeadlineExceeded, waitRunning: true},
+			},
+			wantVolumes: []string{"a", "b"},
+		},
+		{
+			name:         "a caller that waits gets the volume",
+			delay:        delay,
+			ignoreCancel: true,
+			steps:        []step{{name: "a", wantCode: codes.OK}},
+			wantVolumes:  []string{"a"},
+		},
+		{
+			name:         "0s exempts from an ignoring-cancel wildcard",
+			delay:        10 * time.Second,
+			ignoreCancel: true,
+			exempt:       true,
+			steps:        []step{{name: "a", timeout: 5 * time.Second, wantCode: codes.OK}},
+			wantVolumes:  []string{"a"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			td := startDriver(t, Config{})
+			set := td.SetDelay
+			if tc.ignoreCancel {
+				set = td.SetDelayIgnoringCancel
+			}
+			method := "CreateVolume"
+			if tc.exempt {
+				method = AllMethods
+				if err := td.SetDelay("CreateVolume", 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := set(method, tc.delay); err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range tc.steps {
+				ctx := context.Background()
+				cancel := context.CancelFunc(func() {})
+				if s.timeout > 0 {
+					ctx, cancel = context.WithTimeout(ctx, s.timeout)
+				}
+				_, err := td.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: s.name, VolumeCapabilities: mountCap()})
+				cancel()
+				if got := status.Code(err); got != s.wantCode {
+					t.Fatalf("step %d (%s): %v, want code %v", i, s.name, err, s.wantCode)
+				}
+				if s.wantCode == codes.Aborted && !strings.Contains(err.Error(), "operation pending for this name") {
+					t.Errorf("step %d (%s): %v does not say the operation is pending", i, s.name, err)
+				}
+				if s.waitRunning {
+					waitRunning(t, td, "CreateVolume "+s.name)
+				}
+			}
+			// Every call has ended once the driver logged it.
+			waitLogged(t, td, "CreateVolume", len(tc.steps))
+			td.knobs.unattended.Wait()
+			if st := td.Knobs(); len(st.Running) != 0 {
+				t.Errorf("calls still listed as running: %v", st.Running)
+			}
+			var got []string
+			for _, v := range td.Volumes() {
+				got = append(got, v.Name)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.wantVolumes) {
+				t.Errorf("volumes %v, want %v", got, tc.wantVolumes)
+			}
+			if tc.ignoreCancel && len(tc.wantVolumes) > 0 {
+				// A retry after the first call finished finds its volume.
+				_ = td.SetDelay(method, 0)
+				v := createVolume(t, td, &csi.CreateVolumeRequest{Name: tc.wantVolumes[0]})
+				if n := len(td.Volumes()); n != len(tc.wantVolumes) {
+					t.Errorf("retry of %s made another volume (%s): %d volumes", tc.wantVolumes[0], v.GetVolumeId(), n)
+				}
+			}
+		})
+	}
+}
+
+// TestRunningListsCallsIgnoringCancel checks what /knobs reports while such
+// a call sleeps, and that Reset leaves the call running.
+func TestRunningListsCallsIgnoringCancel(t *testing.T) {
+	td := startDriver(t, Config{})
+	if err := td.SetDelayIgnoringCancel("CreateVolume", 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, _ = td.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "slow", VolumeCapabilities: mountCap()})
+	waitRunning(t, td, "CreateVolume slow")
+	td.Reset()
+	st := td.Knobs()
+	if len(st.Delays) != 0 || len(st.IgnoreCancel) != 0 {
+		t.Errorf("Reset left rules %+v", st)
+	}
+	if !slices.Equal(st.Running, []string{"CreateVolume slow"}) {
+		t.Errorf("running %v after Reset, want the sleeping call", st.Running)
+	}
+	td.knobs.unattended.Wait()
+	if vols := td.Volumes(); len(vols) != 1 || vols[0].Name != "slow" {
+		t.Errorf("volumes %+v, want the one named slow", vols)
+	}
+}
+
+// waitRunning waits until the driver lists key as running: the call has
+// arrived and sleeps.
+func waitRunning(t *testing.T, td *testDriver, key string) {
+	t.Helper()
+	waitUntil(t, "call "+key+" to be running", func() bool {
+		return slices.Contains(td.Knobs().Running, key)
+	})
+}
+
+// waitLogged waits until the call log holds n calls of method: each has
+// returned from the driver's handler.
+func waitLogged(t *testing.T, td *testDriver, method string, n int) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("%d %s calls in the call log", n, method), func() bool {
+		recs, err := ReadCallLog(td.logPath)
+		return err == nil && len(FilterCalls(recs, method)) >= n
+	})
+}
+
+// waitUntil polls cond: the driver answers gRPC callers before it has
+// necessarily noticed that they gave up.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
