@@ -159,7 +159,7 @@ func (c *Controller) forgetRelease(obj any, kind string) {
 // restoring one source arrive at once (fan-out): the first caller per source
 // writes, the others find it protected and skip, so there is one write per
 // source rather than a conflicting patch per claim.
-func (c *Controller) Protect(ctx context.Context, src *datasource.Source) error {
+func (c *Controller) Protect(ctx context.Context, _ *v1.PersistentVolumeClaim, src *datasource.Source) error {
 	m, err := meta(src.Object)
 	if err != nil {
 		return err

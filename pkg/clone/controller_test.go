@@ -285,7 +285,7 @@ func TestProtect(t *testing.T) {
 				Object: tc.source,
 			}
 
-			if err := f.c.Protect(context.Background(), src); err != nil {
+			if err := f.c.Protect(context.Background(), nil, src); err != nil {
 				t.Fatalf("Protect() error = %v", err)
 			}
 
@@ -323,7 +323,7 @@ func TestProtectRejectsObjectWithoutMetadata(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, true)
 			src := &datasource.Source{Ref: datasource.Ref{Kind: datasource.ClaimKind, Namespace: "prod", Name: "db"}, Object: tc.object}
-			if err := f.c.Protect(context.Background(), src); err == nil {
+			if err := f.c.Protect(context.Background(), nil, src); err == nil {
 				t.Error("Protect() error = nil, want an error")
 			}
 			if got := f.patches(t); len(got) > 0 {
@@ -340,7 +340,7 @@ func TestProtectWrites(t *testing.T) {
 	pvcRef := datasource.Ref{Kind: datasource.ClaimKind, Namespace: "prod", Name: "db"}
 	protect := func(obj *v1.PersistentVolumeClaim) func(*fixture) error {
 		return func(f *fixture) error {
-			return f.c.Protect(context.Background(), &datasource.Source{Ref: pvcRef, Object: obj})
+			return f.c.Protect(context.Background(), nil, &datasource.Source{Ref: pvcRef, Object: obj})
 		}
 	}
 	release := func(f *fixture) error { return f.c.sync(context.Background(), claimKey) }
@@ -479,7 +479,7 @@ func TestProtectConcurrentFanOut(t *testing.T) {
 			errs := make(chan error, tc.claims)
 			var wg sync.WaitGroup
 			for range tc.claims {
-				wg.Go(func() { errs <- f.c.Protect(context.Background(), src) })
+				wg.Go(func() { errs <- f.c.Protect(context.Background(), nil, src) })
 			}
 			wg.Wait()
 			close(errs)

@@ -65,3 +65,7 @@ func (r Ref) CrossNamespace(claim *v1.PersistentVolumeClaim) bool {
 
 // String names the source the way users write it: Kind namespace/name.
 func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// Key names the source uniquely across namespaces, "Kind/namespace/name": the
+// key of source protection and of in-flight records that hold the source.
+func (r Ref) Key() string { return r.Kind + "/" + r.Namespace + "/" + r.Name }

@@ -129,7 +129,7 @@ func TestCrossNamespaceDataSource(t *testing.T) {
 				SourceNamespaceAnnotation: "prod", SourceKindAnnotation: "VolumeSnapshot", SourceNameAnnotation: "nightly",
 				ReferenceGrantAnnotation: "allow-dev",
 			},
-			wantChecks: 2,
+			wantChecks: 3,
 		},
 		{
 			name: "grant allows the claim", objects: prodClaim(), claim: fromClaim("prod", "db"),
@@ -144,7 +144,7 @@ func TestCrossNamespaceDataSource(t *testing.T) {
 				SourceNamespaceAnnotation: "prod", SourceKindAnnotation: "PersistentVolumeClaim", SourceNameAnnotation: "db",
 				ReferenceGrantAnnotation: "clone-db",
 			},
-			wantChecks: 2,
+			wantChecks: 3,
 		},
 		{
 			name: "grant present, snapshot not ready: the user must wait", claim: fromSnapshot("prod", "nightly"),

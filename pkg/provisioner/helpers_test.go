@@ -230,7 +230,7 @@ type fakeProtector struct {
 	hook func()
 }
 
-func (f *fakeProtector) Protect(_ context.Context, src *datasource.Source) error {
+func (f *fakeProtector) Protect(_ context.Context, _ *v1.PersistentVolumeClaim, src *datasource.Source) error {
 	f.mu.Lock()
 	f.protected = append(f.protected, src.Ref.String())
 	hook, err := f.hook, f.err

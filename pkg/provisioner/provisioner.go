@@ -11,15 +11,17 @@ import (
 	"github.com/kubernetes-csi/csi-lib-utils/rpc"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
-	"github.com/crossns/external-provisioner/pkg/events"
+	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/metrics"
 )
 
@@ -29,10 +31,11 @@ type SourceResolver interface {
 	Authorize(claim *v1.PersistentVolumeClaim, ref datasource.Ref) (string, error)
 }
 
-// SourceProtector keeps a source from being deleted while volumes are
-// provisioned from it (pkg/clone).
+// SourceProtector keeps a source, and the backend data behind it, from being
+// deleted while volumes are provisioned from it (pkg/protection). claim is
+// the claim that uses it (for Events).
 type SourceProtector interface {
-	Protect(ctx context.Context, src *datasource.Source) error
+	Protect(ctx context.Context, claim *v1.PersistentVolumeClaim, src *datasource.Source) error
 }
 
 // TopologyBuilder computes CreateVolume accessibility requirements (pkg/topology).
@@ -65,14 +68,20 @@ type Config struct {
 	VolumeAttachments         storagelisters.VolumeAttachmentLister
 	Recorder                  record.EventRecorder
 	Metrics                   *metrics.Provisioning
+	// Records is the durable record of CreateVolume calls in flight
+	// (pkg/inflight); New makes a memory-only one when nil.
+	Records *inflight.Store
+	// Claims tells a claim the loop still works on after it was deleted
+	// from one that exists; nil: every claim handed over exists.
+	Claims corelisters.PersistentVolumeClaimLister
 }
 
 // Provisioner implements controller.Provisioner, BlockProvisioner, Qualifier
 // and DeletionGuard.
 type Provisioner struct {
 	Config
-	inflight inflight
-	deleted  deletedVolumes
+	claimLocks keyedLocks
+	deleted    deletedVolumes
 }
 
 var (
@@ -84,7 +93,10 @@ var (
 
 // New returns a provisioner for one driver.
 func New(cfg Config) *Provisioner {
-	return &Provisioner{Config: cfg, inflight: newInflight(), deleted: deletedVolumes{at: map[string]time.Time{}}}
+	if cfg.Records == nil {
+		cfg.Records = inflight.NewStore(nil, "", "")
+	}
+	return &Provisioner{Config: cfg, deleted: deletedVolumes{at: map[string]time.Time{}}}
 }
 
 // SupportsBlock: every CSI driver can be asked; the driver refuses block
@@ -98,75 +110,116 @@ func (p *Provisioner) ShouldProvision(_ context.Context, claim *v1.PersistentVol
 	return !ok || ref.Handled()
 }
 
-// Provision creates the volume for a claim and returns its PV.
+// Provision creates the volume for a claim and returns its PV. The order is
+// the safety argument: every check that can refuse the claim (class, source,
+// topology, secret, and the grant, decided again last) comes before the
+// source is protected, the call is recorded durably, and CreateVolume is made.
 func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	start := time.Now()
-	claim, class := opts.PVC, opts.StorageClass
+	claim := opts.PVC
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim))
 	ctx = klog.NewContext(ctx, logger)
+	defer p.claimLocks.lock(claim.UID)()
 
+	if p.claimGone(claim) {
+		// The loop keeps claims whose call was in flight and hands them back
+		// after they are deleted: end the call instead of making a PV.
+		if _, err := p.settle(ctx, claim.UID); err != nil {
+			return nil, controller.ProvisioningInBackground, fmt.Errorf("claim was deleted while CreateVolume was running: %w", err)
+		}
+		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: "claim was deleted"}
+	}
+	pv, src, err := p.provision(ctx, opts, start)
+	if err != nil {
+		state, err := p.finish(ctx, claim, err)
+		return nil, state, err
+	}
+	p.recordProvenance(claim, pv, src)
+	logger.V(2).Info("Provisioned", "pv", pv.Name, "volumeHandle", pv.Spec.CSI.VolumeHandle, "source", sourceLabel(src))
+	return pv, controller.ProvisioningFinished, nil
+}
+
+// provision does one attempt; errors carry their kind (state.go). Attempts
+// that reached the driver are counted in the provisioning metrics.
+func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOptions, start time.Time) (*v1.PersistentVolume, *datasource.Source, error) {
+	claim, class := opts.PVC, opts.StorageClass
 	req, refs, err := p.buildRequest(claim, class, opts.PVName)
 	if err != nil {
-		return nil, controller.ProvisioningFinished, err
+		return nil, nil, fail(invalid, err)
 	}
-
 	src, err := p.Sources.Resolve(claim, datasource.Request{Bytes: req.CapacityRange.RequiredBytes, Mode: datasource.ModeOf(claim.Spec.VolumeMode)})
 	if err != nil {
-		if de, ok := datasource.AsError(err); ok && de.Kind == datasource.Denied {
-			return p.denied(ctx, claim, de)
-		}
-		if _, ok := datasource.AsError(err); ok {
-			return nil, controller.ProvisioningFinished, err
-		}
-		return nil, controller.ProvisioningNoChange, err
+		return nil, nil, err // typed by kindOf
 	}
 	if src != nil {
 		req.VolumeContentSource = src.Content
 	}
-
 	if p.Topology != nil && p.PluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
 		if req.AccessibilityRequirements, err = p.Topology.Requirements(class, opts.SelectedNode, claim.Name); err != nil {
-			return nil, controller.ProvisioningFinished, fmt.Errorf("topology: %w", err)
+			return nil, src, fail(invalid, fmt.Errorf("topology: %w", err))
 		}
 	}
-	if ref := refs[provisionerSecret]; ref != nil {
-		if req.Secrets, err = p.readSecret(ctx, ref); err != nil {
-			return nil, controller.ProvisioningNoChange, err
+	secretRef := refs[provisionerSecret]
+	if secretRef != nil {
+		if req.Secrets, err = p.readSecret(ctx, secretRef); err != nil {
+			return nil, src, err
 		}
 	}
-
-	if src != nil && p.Protector != nil {
-		if err := p.Protector.Protect(ctx, src); err != nil {
-			return nil, controller.ProvisioningNoChange, fmt.Errorf("protecting %s while it is used: %w", src.Ref, err)
+	source := ""
+	if src != nil {
+		source = src.Ref.Key()
+		// Only a claim allowed now may hold someone else's source: decide
+		// again before protecting, and once more after, so a grant deleted
+		// meanwhile still stops the call (the hold is then released).
+		if err := p.authorize(claim, src); err != nil {
+			return nil, src, err
 		}
-	}
-	if src != nil && src.CrossNamespace {
-		// Last-moment check: a grant deleted while the source was being
-		// resolved or protected must still stop this claim.
-		if src.Grant, err = p.Sources.Authorize(claim, src.Ref); err != nil {
-			if de, ok := datasource.AsError(err); ok {
-				return p.denied(ctx, claim, de)
+		if p.Protector != nil {
+			if err := p.Protector.Protect(ctx, claim, src); err != nil {
+				return nil, src, fmt.Errorf("protecting %s while it is used: %w", src.Ref, err)
 			}
-			return nil, controller.ProvisioningNoChange, err
+			if err := p.authorize(claim, src); err != nil {
+				return nil, src, err
+			}
 		}
 	}
-
-	resp, state, err := p.createVolume(ctx, claim, req, opts.SelectedNode != nil)
-	if err != nil {
-		p.Metrics.ObserveProvision(src, err, time.Since(start))
-		return nil, state, err
-	}
-	pv, err := p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src)
-	if err != nil {
+	resp, err := p.createVolume(ctx, claim, opts.PVName, source, secretRef, req, opts.SelectedNode != nil)
+	if err == nil {
+		var pv *v1.PersistentVolume
+		if pv, err = p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src); err == nil {
+			p.Metrics.ObserveProvision(src, nil, time.Since(start))
+			return pv, src, nil
+		}
 		// The driver created a volume no PV will ever own: remove it.
-		p.cleanup(ctx, claim, resp.Volume.VolumeId, req.Secrets)
-		p.Metrics.ObserveProvision(src, err, time.Since(start))
-		return nil, controller.ProvisioningFinished, err
+		p.discard(ctx, claim.UID, resp.Volume.VolumeId, req.Secrets)
+		err = fail(invalid, err)
 	}
-	p.Metrics.ObserveProvision(src, nil, time.Since(start))
-	p.recordProvenance(claim, pv, src)
-	logger.V(2).Info("Provisioned", "pv", pv.Name, "volumeHandle", resp.Volume.VolumeId, "source", sourceLabel(src))
-	return pv, controller.ProvisioningFinished, nil
+	p.Metrics.ObserveProvision(src, err, time.Since(start))
+	return nil, src, err
+}
+
+// authorize decides a cross-namespace source again (an index lookup) and
+// records the grant that allows it.
+func (p *Provisioner) authorize(claim *v1.PersistentVolumeClaim, src *datasource.Source) error {
+	if !src.CrossNamespace {
+		return nil
+	}
+	grant, err := p.Sources.Authorize(claim, src.Ref)
+	if err != nil {
+		return err
+	}
+	src.Grant = grant
+	return nil
+}
+
+// claimGone reports whether the loop handed over a claim that no longer
+// exists (deleted, or replaced by another of the same name).
+func (p *Provisioner) claimGone(claim *v1.PersistentVolumeClaim) bool {
+	if p.Claims == nil {
+		return false
+	}
+	cur, err := p.Claims.PersistentVolumeClaims(claim.Namespace).Get(claim.Name)
+	return apierrors.IsNotFound(err) || (err == nil && cur.UID != claim.UID)
 }
 
 // buildRequest turns claim and class into a CreateVolumeRequest without
@@ -215,24 +268,6 @@ func (p *Provisioner) readSecret(ctx context.Context, ref *v1.SecretReference) (
 		out[k] = string(v)
 	}
 	return out, nil
-}
-
-// denied reports a refused data source once, with its own reason, and tells
-// the loop to stop retrying on a timer: a grant change requeues the claim.
-func (p *Provisioner) denied(ctx context.Context, claim *v1.PersistentVolumeClaim, de *datasource.Error) (*v1.PersistentVolume, controller.ProvisioningState, error) {
-	if de.Reason == events.ReferenceGrantsUnavailable && p.inflight.get(claim.UID) != nil {
-		// Unreadable grants are not a revocation: keep the call in flight
-		// and decide once grants can be read (they requeue the claim).
-		p.Recorder.Event(claim, v1.EventTypeWarning, de.Reason, de.Message)
-		return nil, controller.ProvisioningInBackground, fmt.Errorf("%s; a CreateVolume for this claim may still be running and is finished or cleaned up then", de.Message)
-	}
-	if done, state, err := p.revokedInFlight(ctx, claim, de); done {
-		return nil, state, err
-	}
-	klog.FromContext(ctx).V(2).Info("Data source refused", "reason", de.Reason, "message", de.Message)
-	p.Recorder.Event(claim, v1.EventTypeWarning, de.Reason, de.Message)
-	p.Metrics.ObserveDenial(de.DenialReason)
-	return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: de.Message}
 }
 
 // checkCapacity compares the created size with the request: 0 means the

@@ -64,7 +64,7 @@ func TestCreateVolumeResponse(t *testing.T) {
 		{name: "driver ignored the content source: volume deleted", answer: createWith(func(v *csi.Volume) { v.ContentSource = nil }),
 			claim:   mods(fromSnapshot("", "nightly")),
 			objects: []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},
-			wantErr: "without the requested data source; it was deleted", wantDeletes: []string{"vol-" + name}},
+			wantErr: "without the requested data source; the volume was deleted", wantDeletes: []string{"vol-" + name}},
 		{name: "content source echoed: provenance recorded", answer: createOK(),
 			claim:        mods(fromSnapshot("", "nightly")),
 			objects:      []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},

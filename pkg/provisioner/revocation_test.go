@@ -104,7 +104,7 @@ func TestGrantRevokedWhileCreateVolumeInFlight(t *testing.T) {
 			name: "DeleteVolume fails: retried until the volume is gone",
 			steps: []revocationStep{
 				{change: revoke, answer: createOK(), deleteErr: status.Error(codes.Internal, "backend busy"),
-					wantState: controller.ProvisioningInBackground, wantErr: `deleting volume "` + volID + `" created before access was revoked`,
+					wantState: controller.ProvisioningInBackground, wantErr: `deleting volume "` + volID + `" that no PV will own`,
 					wantDeletes: []string{volID}},
 				{answer: createOK(), wantState: controller.ProvisioningFinished, wantIgnored: true,
 					wantErr: "nothing was provisioned", wantDeletes: []string{volID}, wantEvents: []wantEvent{revoked}},
@@ -217,22 +217,27 @@ func TestGrantRevokedBeforeCreateVolume(t *testing.T) {
 		wantIgnored bool
 		wantErr     string
 		wantEvents  []wantEvent
+		// wantChecks: Resolve, before the source is protected, after it
+		wantChecks int
 	}{
 		{
-			name:      "revoked between Resolve and the last check",
-			setup:     func(e *env) { e.resolver.Grants = &flipChecker{Fake: e.grants} },
-			wantState: controller.ProvisioningFinished, wantIgnored: true, wantErr: "no ReferenceGrant",
+			name:       "revoked between Resolve and the check before protection",
+			wantChecks: 2,
+			setup:      func(e *env) { e.resolver.Grants = &flipChecker{Fake: e.grants} },
+			wantState:  controller.ProvisioningFinished, wantIgnored: true, wantErr: "no ReferenceGrant",
 			wantEvents: []wantEvent{claimEvent(v1.EventTypeWarning, events.ReferenceGrantMissing,
 				`no ReferenceGrant in namespace "prod"`, `VolumeSnapshot "nightly"`)},
 		},
 		{
-			name:      "revoked while the source was being protected",
-			setup:     func(e *env) { e.protector.hook = func() { revoke(e) } },
-			wantState: controller.ProvisioningFinished, wantIgnored: true, wantErr: "no ReferenceGrant",
+			name:       "revoked while the source was being protected",
+			wantChecks: 3,
+			setup:      func(e *env) { e.protector.hook = func() { revoke(e) } },
+			wantState:  controller.ProvisioningFinished, wantIgnored: true, wantErr: "no ReferenceGrant",
 			wantEvents: []wantEvent{claimEvent(v1.EventTypeWarning, events.ReferenceGrantMissing, `no ReferenceGrant in namespace "prod"`)},
 		},
 		{
-			name: "grants became unreadable while the source was being protected",
+			name:       "grants became unreadable while the source was being protected",
+			wantChecks: 3,
 			setup: func(e *env) {
 				e.protector.hook = func() { e.grants.SetError(fmt.Errorf("CRD deleted: %w", referencegrant.ErrUnavailable)) }
 			},
@@ -240,9 +245,10 @@ func TestGrantRevokedBeforeCreateVolume(t *testing.T) {
 			wantEvents: []wantEvent{claimEvent(v1.EventTypeWarning, events.ReferenceGrantsUnavailable, "CRD deleted")},
 		},
 		{
-			name:      "the last check fails transiently: retried, no Event",
-			setup:     func(e *env) { e.resolver.Grants = &flipChecker{Fake: e.grants, then: errors.New("index corrupt")} },
-			wantState: controller.ProvisioningNoChange, wantErr: "checking ReferenceGrants for VolumeSnapshot prod/nightly: index corrupt",
+			name:       "the check before protection fails transiently: retried, no Event",
+			wantChecks: 2,
+			setup:      func(e *env) { e.resolver.Grants = &flipChecker{Fake: e.grants, then: errors.New("index corrupt")} },
+			wantState:  controller.ProvisioningNoChange, wantErr: "checking ReferenceGrants for VolumeSnapshot prod/nightly: index corrupt",
 		},
 	}
 	for _, tc := range tests {
@@ -259,8 +265,8 @@ func TestGrantRevokedBeforeCreateVolume(t *testing.T) {
 				t.Errorf("IgnoredError = %v, want %v (err %v)", isIgnored(err), tc.wantIgnored, err)
 			}
 			e.assertNoCreate(t)
-			if n := len(e.grants.Checked()); n != 2 {
-				t.Errorf("grants consulted %d times, want 2 (Resolve and before CreateVolume)", n)
+			if n := len(e.grants.Checked()); n != tc.wantChecks {
+				t.Errorf("grants consulted %d times, want %d", n, tc.wantChecks)
 			}
 			e.assertEvents(t, tc.wantEvents...)
 		})

@@ -94,8 +94,10 @@ func TestRetryAfterBackground(t *testing.T) {
 			if len(e.csi.creates) != 2 || !protoEqual(e.csi.creates[0], e.csi.creates[1]) {
 				t.Errorf("retry sent %v, want the first request %v again", e.csi.creates[len(e.csi.creates)-1], e.csi.creates[0])
 			}
-			if e.p.inflight.get(claim.UID) != nil {
-				t.Errorf("request still remembered as in flight after success")
+			// The record ends when the PV exists (pkg/inflight), not before:
+			// a crash between here and the PV's creation must not leak.
+			if r, ok := e.p.Records.Get(claim.UID); !ok || r.PVName != pvName {
+				t.Errorf("after success the call's record is %+v (found %v), want it kept for PV %s", r, ok, pvName)
 			}
 		})
 	}
