@@ -221,7 +221,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	var grants *referencegrant.Watcher
 	if crossNamespace {
 		grants = referencegrant.NewWatcher(gatewayClient, client.Discovery(), 15*time.Minute, logger.WithName("referencegrants"))
-		grants.AddListener(func(ns string) { requeueInformer.GrantsChanged(ns) })
+		grants.AddListener(func(c referencegrant.Change) { requeueInformer.GrantsChanged(c) })
 		resolver.Grants = grants
 	}
 

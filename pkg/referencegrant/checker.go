@@ -24,12 +24,12 @@ type Checker interface {
 	// cannot be read (CRD missing, forbidden, cache not yet synced), so that
 	// callers can tell "no grant" apart from "cannot know yet".
 	Check(ref Reference) (Decision, error)
-	// AddListener registers fn to be called with a namespace whose grants
-	// changed, or with "" when every namespace may be affected (the grant API
-	// became available). fn is called outside any lock of the checker, from
-	// the goroutine that saw the change; it must not block (enqueue work and
-	// return).
-	AddListener(fn func(namespace string))
+	// AddListener registers fn to be called with what a grant change may
+	// have decided differently (see Change), or with AllChanged when every
+	// decision may be affected (grants became readable or unreadable). fn is
+	// called outside any lock of the checker, from the goroutine that saw
+	// the change; it must not block (enqueue work and return).
+	AddListener(fn func(Change))
 }
 
 // ErrUnavailable is wrapped by every error that means "grants cannot be read

@@ -13,7 +13,7 @@ type Fake struct {
 	decisions map[Reference]Decision
 	err       error
 	checked   []Reference
-	listeners []func(namespace string)
+	listeners []func(Change)
 }
 
 var _ Checker = &Fake{}
@@ -67,19 +67,19 @@ func (f *Fake) Checked() []Reference {
 }
 
 // AddListener implements Checker.
-func (f *Fake) AddListener(fn func(namespace string)) {
+func (f *Fake) AddListener(fn func(Change)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.listeners = append(f.listeners, fn)
 }
 
-// Notify calls every listener with namespace, as a grant change in that
-// namespace ("" for all) would.
-func (f *Fake) Notify(namespace string) {
+// Notify calls every listener with c, as a grant change (or AllChanged, grants
+// becoming readable) would.
+func (f *Fake) Notify(c Change) {
 	f.mu.Lock()
 	listeners := slices.Clone(f.listeners)
 	f.mu.Unlock()
 	for _, fn := range listeners {
-		fn(namespace)
+		fn(c)
 	}
 }

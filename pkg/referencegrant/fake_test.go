@@ -29,9 +29,11 @@ func TestFake(t *testing.T) {
 	if got, _ := f.Check(nightly); got.Allowed {
 		t.Errorf("Check after Revoke = %+v, want denied", got)
 	}
-	f.Notify("prod")
-	if got := calls.take(); !slices.Equal(got, []string{"prod"}) {
-		t.Errorf("listener calls = %q, want [prod]", got)
+	change := claimsChange("prod", []string{"dev"}, snapshotTarget("nightly"))
+	f.Notify(change)
+	f.Notify(AllChanged)
+	if got := calls.take(); !slices.EqualFunc(got, []Change{change, AllChanged}, equalChanges) {
+		t.Errorf("listener calls = %v, want [%v all]", got, change)
 	}
 	if got := len(f.Checked()); got != 4 {
 		t.Errorf("Checked() has %d references, want 4", got)

@@ -29,7 +29,7 @@ type Index struct {
 	// listenersMu guards listeners separately so that notifying never
 	// holds mu.
 	listenersMu sync.Mutex
-	listeners   []func(namespace string)
+	listeners   []func(Change)
 }
 
 // grantRecord is what the Index remembers about one grant.
@@ -95,10 +95,9 @@ func (x *Index) Check(ref Reference) (Decision, error) {
 	return Decision{Allowed: grant != "", Grant: grant}, nil
 }
 
-// AddListener registers fn to be called with the namespace of every grant
-// that is added, changed in what it allows, or deleted, and with "" when the
-// grant API becomes available. See Checker.
-func (x *Index) AddListener(fn func(namespace string)) {
+// AddListener registers fn to be called with what may have changed each time
+// a grant is added, changed in what it allows, or deleted. See Checker.
+func (x *Index) AddListener(fn func(Change)) {
 	x.listenersMu.Lock()
 	defer x.listenersMu.Unlock()
 	x.listeners = append(x.listeners, fn)
@@ -112,8 +111,8 @@ func (x *Index) Upsert(obj any) error {
 	if err != nil {
 		return err
 	}
-	if x.upsert(g.Namespace, g.Name, g.ResourceVersion, permissionsOf(g)) {
-		x.notify(g.Namespace)
+	if c, changed := x.upsert(g.Namespace, g.Name, g.ResourceVersion, permissionsOf(g)); changed {
+		x.notify(c)
 	}
 	return nil
 }
@@ -126,8 +125,8 @@ func (x *Index) Delete(obj any) error {
 	if err != nil {
 		return err
 	}
-	if x.remove(id) {
-		x.notify(id.namespace)
+	if c, changed := x.remove(id); changed {
+		x.notify(c)
 	}
 	return nil
 }
@@ -139,17 +138,23 @@ func (x *Index) Len() int {
 	return len(x.grants)
 }
 
-// upsert stores what a grant allows and reports whether any decision may have
-// changed. A new version that allows exactly what the old one did (a label
-// change, a reordered list) changes nothing and wakes nobody.
-func (x *Index) upsert(namespace, name, resourceVersion string, perms []permission) bool {
+// upsert stores what a grant allows and returns which decisions may have
+// changed, if any. A new version that allows exactly what the old one did (a
+// label change, a reordered list) changes nothing and wakes nobody; one that
+// adds a namespace wakes only that namespace's references.
+func (x *Index) upsert(namespace, name, resourceVersion string, perms []permission) (Change, bool) {
 	id := grantID{namespace: namespace, name: name}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	old := x.grants[id]
-	if old != nil && slices.Equal(old.permissions, perms) {
+	var oldPerms []permission
+	if old != nil {
+		oldPerms = old.permissions
+	}
+	c, changed := changeOf(namespace, oldPerms, perms)
+	if old != nil && !changed {
 		old.resourceVersion = resourceVersion
-		return false
+		return Change{}, false
 	}
 	if old != nil {
 		x.withdraw(id.name, old.permissions)
@@ -174,20 +179,21 @@ func (x *Index) upsert(namespace, name, resourceVersion string, perms []permissi
 		set.add(id.name)
 	}
 	x.grants[id] = &grantRecord{resourceVersion: resourceVersion, permissions: perms}
-	return old != nil || len(perms) > 0
+	return c, changed
 }
 
-// remove forgets a grant and reports whether any decision may have changed.
-func (x *Index) remove(id grantID) bool {
+// remove forgets a grant and returns which decisions may have changed (those
+// it took part in), if any.
+func (x *Index) remove(id grantID) (Change, bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	old := x.grants[id]
 	if old == nil {
-		return false
+		return Change{}, false
 	}
 	delete(x.grants, id)
 	x.withdraw(id.name, old.permissions)
-	return len(old.permissions) > 0
+	return changeOf(id.namespace, old.permissions, nil)
 }
 
 // withdraw takes a grant's name out of every entry it contributed to and
@@ -247,14 +253,14 @@ func (x *Index) setAvailable() {
 	x.unavailable = nil
 }
 
-// notify calls every listener with namespace. It runs outside mu so that a
-// listener may call Check.
-func (x *Index) notify(namespace string) {
+// notify calls every listener with c. It runs outside mu so that a listener
+// may call Check.
+func (x *Index) notify(c Change) {
 	x.listenersMu.Lock()
 	listeners := slices.Clone(x.listeners)
 	x.listenersMu.Unlock()
 	for _, fn := range listeners {
-		fn(namespace)
+		fn(c)
 	}
 }
 

@@ -230,16 +230,16 @@ func TestIndexCheck(t *testing.T) {
 // recorder collects listener calls.
 type recorder struct {
 	mu    sync.Mutex
-	calls []string
+	calls []Change
 }
 
-func (r *recorder) listen(namespace string) {
+func (r *recorder) listen(c Change) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, namespace)
+	r.calls = append(r.calls, c)
 }
 
-func (r *recorder) take() []string {
+func (r *recorder) take() []Change {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	calls := r.calls
@@ -247,10 +247,30 @@ func (r *recorder) take() []string {
 	return calls
 }
 
-func (r *recorder) saw(namespace string) bool {
+// saw reports whether some call so far was c.
+func (r *recorder) saw(c Change) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Contains(r.calls, namespace)
+	return slices.ContainsFunc(r.calls, func(got Change) bool { return equalChanges(got, c) })
+}
+
+func equalChanges(a, b Change) bool {
+	return a.All == b.All && a.Namespace == b.Namespace && slices.Equal(a.From, b.From) && slices.Equal(a.To, b.To)
+}
+
+// claimsChange is the Change of a grant in ns about claims from the from
+// namespaces.
+func claimsChange(ns string, from []string, to ...Target) Change {
+	c := Change{Namespace: ns, To: to}
+	for _, f := range from {
+		c.From = append(c.From, Origin{Kind: claimKind, Namespace: f})
+	}
+	return c
+}
+
+// snapshotTarget is a to entry for snapshot name ("" for every snapshot).
+func snapshotTarget(name string) Target {
+	return Target{Group: snapshotGroup, Kind: snapshotKind, Name: name}
 }
 
 func TestIndexChanges(t *testing.T) {
@@ -268,13 +288,20 @@ func TestIndexChanges(t *testing.T) {
 	reorderedAgain.ResourceVersion = "4"
 	narrowed := newGrant("prod", "g", claimsFrom("dev"), snapshots("weekly"))
 	narrowed.ResourceVersion = "5"
+	movedToQA := newGrant("prod", "g", claimsFrom("qa"), snapshots("nightly"))
+	movedToQA.ResourceVersion = "6"
+
+	// What listeners are told: the grant's namespace, and only the from
+	// and to entries whose permissions were added or withdrawn.
+	devNightly := claimsChange("prod", []string{"dev"}, snapshotTarget("nightly"))
+	devAll := claimsChange("prod", []string{"dev"}, snapshotTarget(""))
 
 	type step struct {
 		name      string
 		upsert    any
 		delete    any
 		want      Decision
-		wantCalls []string
+		wantCalls []Change
 	}
 	tests := []struct {
 		name  string
@@ -283,53 +310,88 @@ func TestIndexChanges(t *testing.T) {
 		{
 			name: "update that removes a permission",
 			steps: []step{
-				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
-				{name: "narrow", upsert: narrowed, want: Decision{}, wantCalls: []string{"prod"}},
+				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devNightly}},
+				{name: "narrow", upsert: narrowed, want: Decision{},
+					wantCalls: []Change{claimsChange("prod", []string{"dev"}, snapshotTarget("nightly"), snapshotTarget("weekly"))}},
+			},
+		},
+		{
+			name: "update that moves the grant from dev to qa",
+			steps: []step{
+				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devNightly}},
+				{name: "move", upsert: movedToQA, want: Decision{},
+					wantCalls: []Change{claimsChange("prod", []string{"dev", "qa"}, snapshotTarget("nightly"))}},
 			},
 		},
 		{
 			name: "changes that allow the same things wake nobody",
 			steps: []step{
-				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
+				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devNightly}},
 				{name: "same object again", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}},
 				{name: "label change", upsert: relabelled, want: Decision{Allowed: true, Grant: "g"}},
-				{name: "more namespaces", upsert: reordered, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
+				// Only the added namespace: dev's decisions stay.
+				{name: "more namespaces", upsert: reordered, want: Decision{Allowed: true, Grant: "g"},
+					wantCalls: []Change{claimsChange("prod", []string{"test"}, snapshotTarget("nightly"))}},
 				{name: "same entries reordered", upsert: reorderedAgain, want: Decision{Allowed: true, Grant: "g"}},
+			},
+		},
+		{
+			name: "grants that allow nothing wake nobody",
+			steps: []step{
+				{name: "add without to", upsert: newGrant("prod", "g", claimsFrom("dev"), nil), want: Decision{}},
+				{name: "delete", delete: newGrant("prod", "g", nil, nil), want: Decision{}},
+			},
+		},
+		{
+			name: "several entries, other kinds kept for their listeners",
+			steps: []step{
+				{name: "add", upsert: newGrant("prod", "g",
+					append(append(claimsFrom("qa"), from("gateway.networking.k8s.io", "HTTPRoute", "web")...), claimsFrom("dev")...),
+					append(append(snapshots("nightly"), to("", claimKind, nil)...), snapshots("nightly")...)),
+					want: Decision{Allowed: true, Grant: "g"},
+					wantCalls: []Change{{Namespace: "prod",
+						From: []Origin{{Kind: claimKind, Namespace: "dev"}, {Kind: claimKind, Namespace: "qa"}, {Group: "gateway.networking.k8s.io", Kind: "HTTPRoute", Namespace: "web"}},
+						To:   []Target{{Kind: claimKind}, snapshotTarget("nightly")},
+					}}},
 			},
 		},
 		{
 			name: "delete",
 			steps: []step{
-				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
-				{name: "delete", delete: allowing, want: Decision{}, wantCalls: []string{"prod"}},
+				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devNightly}},
+				{name: "delete", delete: allowing, want: Decision{}, wantCalls: []Change{devNightly}},
 				{name: "delete again", delete: allowing, want: Decision{}},
 			},
 		},
 		{
 			name: "delete by tombstone",
 			steps: []step{
-				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
-				{name: "tombstone", delete: cache.DeletedFinalStateUnknown{Key: "prod/g"}, want: Decision{}, wantCalls: []string{"prod"}},
+				{name: "add", upsert: allowing, want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devNightly}},
+				// The tombstone carries no spec: the change is what the
+				// index held.
+				{name: "tombstone", delete: cache.DeletedFinalStateUnknown{Key: "prod/g"}, want: Decision{}, wantCalls: []Change{devNightly}},
 			},
 		},
 		{
 			name: "v1beta1 update and delete",
 			steps: []step{
-				{name: "add", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
-				{name: "narrow", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), snapshots("weekly")), want: Decision{}, wantCalls: []string{"prod"}},
-				{name: "widen", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), snapshots("nightly")), want: Decision{Allowed: true, Grant: "g"}, wantCalls: []string{"prod"}},
-				{name: "delete", delete: newBetaGrant("prod", "g", nil, nil), want: Decision{}, wantCalls: []string{"prod"}},
+				{name: "add", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "g"}, wantCalls: []Change{devAll}},
+				{name: "narrow", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), snapshots("weekly")), want: Decision{},
+					wantCalls: []Change{claimsChange("prod", []string{"dev"}, snapshotTarget(""), snapshotTarget("weekly"))}},
+				{name: "widen", upsert: newBetaGrant("prod", "g", claimsFrom("dev"), snapshots("nightly")), want: Decision{Allowed: true, Grant: "g"},
+					wantCalls: []Change{claimsChange("prod", []string{"dev"}, snapshotTarget("nightly"), snapshotTarget("weekly"))}},
+				{name: "delete", delete: newBetaGrant("prod", "g", nil, nil), want: Decision{}, wantCalls: []Change{devNightly}},
 			},
 		},
 		{
 			name: "the next smallest grant takes over",
 			steps: []step{
-				{name: "add b", upsert: newGrant("prod", "b", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "b"}, wantCalls: []string{"prod"}},
-				{name: "add a", upsert: newGrant("prod", "a", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "a"}, wantCalls: []string{"prod"}},
-				{name: "add c", upsert: newGrant("prod", "c", claimsFrom("dev"), snapshots("nightly")), want: Decision{Allowed: true, Grant: "a"}, wantCalls: []string{"prod"}},
-				{name: "delete a", delete: newGrant("prod", "a", nil, nil), want: Decision{Allowed: true, Grant: "b"}, wantCalls: []string{"prod"}},
-				{name: "delete b", delete: newGrant("prod", "b", nil, nil), want: Decision{Allowed: true, Grant: "c"}, wantCalls: []string{"prod"}},
-				{name: "delete c", delete: newGrant("prod", "c", nil, nil), want: Decision{}, wantCalls: []string{"prod"}},
+				{name: "add b", upsert: newGrant("prod", "b", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "b"}, wantCalls: []Change{devAll}},
+				{name: "add a", upsert: newGrant("prod", "a", claimsFrom("dev"), allSnapshots()), want: Decision{Allowed: true, Grant: "a"}, wantCalls: []Change{devAll}},
+				{name: "add c", upsert: newGrant("prod", "c", claimsFrom("dev"), snapshots("nightly")), want: Decision{Allowed: true, Grant: "a"}, wantCalls: []Change{devNightly}},
+				{name: "delete a", delete: newGrant("prod", "a", nil, nil), want: Decision{Allowed: true, Grant: "b"}, wantCalls: []Change{devAll}},
+				{name: "delete b", delete: newGrant("prod", "b", nil, nil), want: Decision{Allowed: true, Grant: "c"}, wantCalls: []Change{devAll}},
+				{name: "delete c", delete: newGrant("prod", "c", nil, nil), want: Decision{}, wantCalls: []Change{devNightly}},
 			},
 		},
 	}
@@ -355,8 +417,8 @@ func TestIndexChanges(t *testing.T) {
 				if got != s.want {
 					t.Errorf("%s: Check = %+v, want %+v", s.name, got, s.want)
 				}
-				if gotCalls := calls.take(); !slices.Equal(gotCalls, s.wantCalls) {
-					t.Errorf("%s: listener calls = %q, want %q", s.name, gotCalls, s.wantCalls)
+				if gotCalls := calls.take(); !slices.EqualFunc(gotCalls, s.wantCalls, equalChanges) {
+					t.Errorf("%s: listener calls = %v, want %v", s.name, gotCalls, s.wantCalls)
 				}
 			}
 			if tc.name == "delete" || tc.name == "delete by tombstone" {

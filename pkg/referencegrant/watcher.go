@@ -121,10 +121,11 @@ func (w *Watcher) Check(ref Reference) (Decision, error) {
 	return w.index.Check(ref)
 }
 
-// AddListener implements Checker. Listeners are also called with "" each time
-// the grant API becomes available, because every claim that waited for it
-// may now proceed.
-func (w *Watcher) AddListener(fn func(namespace string)) {
+// AddListener implements Checker. Listeners are also called with AllChanged
+// each time the grant API becomes available, because every claim that waited
+// for it may now proceed, and each time it stops being available, so that
+// waiting claims learn why they wait.
+func (w *Watcher) AddListener(fn func(Change)) {
 	w.index.AddListener(fn)
 }
 
@@ -278,7 +279,7 @@ func (w *Watcher) handlers() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, isInInitialList bool) {
 			// The initial list wakes nobody one grant at a time:
-			// listeners get one "" when the cache has synced.
+			// listeners get one AllChanged when the cache has synced.
 			w.upsert(obj, !isInInitialList)
 		},
 		UpdateFunc: func(oldObj, newObj any) {
@@ -296,9 +297,9 @@ func (w *Watcher) handlers() cache.ResourceEventHandler {
 				w.logger.Error(err, "Ignoring deleted ReferenceGrant")
 				return
 			}
-			if w.index.remove(id) {
-				w.logger.V(4).Info("ReferenceGrant deleted", "grant", klog.KRef(id.namespace, id.name))
-				w.index.notify(id.namespace)
+			if c, changed := w.index.remove(id); changed {
+				w.logger.V(4).Info("ReferenceGrant deleted", "grant", klog.KRef(id.namespace, id.name), "change", c)
+				w.index.notify(c)
 			}
 		},
 	}
@@ -313,12 +314,13 @@ func (w *Watcher) upsert(obj any, notify bool) {
 		return
 	}
 	perms := permissionsOf(g)
-	if !w.index.upsert(g.Namespace, g.Name, g.ResourceVersion, perms) {
+	c, changed := w.index.upsert(g.Namespace, g.Name, g.ResourceVersion, perms)
+	if !changed {
 		return
 	}
-	w.logger.V(4).Info("ReferenceGrant indexed", "grant", klog.KObj(g), "resourceVersion", g.ResourceVersion, "permissions", len(perms))
+	w.logger.V(4).Info("ReferenceGrant indexed", "grant", klog.KObj(g), "resourceVersion", g.ResourceVersion, "permissions", len(perms), "change", c)
 	if notify {
-		w.index.notify(g.Namespace)
+		w.index.notify(c)
 	}
 }
 
@@ -335,7 +337,7 @@ func (w *Watcher) markAvailable() {
 		w.logger.V(2).Info("ReferenceGrants are available", "version", r.version, "grants", w.index.Len())
 	}
 	w.lastFailure = nil
-	w.index.notify("")
+	w.index.notify(AllChanged)
 }
 
 // informerFailed handles a list or watch error of the current informer and
@@ -376,7 +378,7 @@ func (w *Watcher) stop(reason error, asError bool) {
 	// is now "cannot tell": listeners retry their waiting claims so those
 	// learn why they wait.
 	if r := w.current; r != nil && r.available {
-		defer w.index.notify("")
+		defer w.index.notify(AllChanged)
 	}
 	if r := w.current; r != nil {
 		r.cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,7 +152,7 @@ func TestWatcherBecomesAvailableWhenCRDIsInstalled(t *testing.T) {
 	if got := errorsLogged("serves no ReferenceGrant API"); len(got) != 1 {
 		t.Errorf("logged %d errors for the missing CRD, want 1: %q", len(got), got)
 	}
-	if calls.saw("") {
+	if calls.saw(AllChanged) {
 		t.Error("listeners were told grants are available before they are")
 	}
 
@@ -164,19 +165,23 @@ func TestWatcherBecomesAvailableWhenCRDIsInstalled(t *testing.T) {
 	if got, err := w.Check(nightly); err != nil || got != (Decision{Allowed: true, Grant: "existing"}) {
 		t.Errorf("Check once available = %+v, %v; want allowed by existing", got, err)
 	}
-	if !calls.saw("") {
-		t.Error(`listeners were not called with "" when grants became available`)
+	if !calls.saw(AllChanged) {
+		t.Error("listeners were not called with AllChanged when grants became available")
 	}
 	calls.take()
 
-	// Changes arrive through the informer and wake listeners for the namespace.
+	// Changes arrive through the informer and tell listeners what they
+	// may have changed: the from and to entries an add or a delete
+	// concerns, and for an update those that were added or withdrawn.
 	weekly := snapshotRef("qa", "prod", "weekly")
 	added := newGrant("prod", "added", claimsFrom("qa"), allSnapshots())
 	if _, err := client.GatewayV1().ReferenceGrants("prod").Create(ctx, added, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the new grant", checkIs(w, weekly, Decision{Allowed: true, Grant: "added"}))
-	eventually(t, "a listener call for prod", func() bool { return calls.saw("prod") })
+	eventually(t, "a listener call for qa's claims", func() bool {
+		return calls.saw(claimsChange("prod", []string{"qa"}, snapshotTarget("")))
+	})
 
 	narrowed := added.DeepCopy()
 	narrowed.ResourceVersion = ""
@@ -185,11 +190,20 @@ func TestWatcherBecomesAvailableWhenCRDIsInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the narrowed grant", checkIs(w, weekly, Decision{}))
+	eventually(t, "a listener call for the narrowed grant", func() bool {
+		return calls.saw(claimsChange("prod", []string{"qa"}, snapshotTarget(""), snapshotTarget("daily")))
+	})
 
 	if err := client.GatewayV1().ReferenceGrants("prod").Delete(ctx, "existing", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the deleted grant", checkIs(w, nightly, Decision{}))
+	eventually(t, "a listener call for the deleted grant", func() bool {
+		return calls.saw(claimsChange("prod", []string{"dev"}, snapshotTarget("nightly")))
+	})
+	if got := calls.take(); slices.ContainsFunc(got, func(c Change) bool { return c.All }) {
+		t.Errorf("grant edits while available told listeners everything changed: %v", got)
+	}
 
 	// The CRD is removed again: back to unavailable, and listeners retry
 	// every namespace so waiting claims learn why they wait.
@@ -199,7 +213,7 @@ func TestWatcherBecomesAvailableWhenCRDIsInstalled(t *testing.T) {
 		_, err := w.Check(nightly)
 		return errors.Is(err, ErrUnavailable) && w.Version() == ""
 	})
-	eventually(t, `a listener call with "" when grants became unavailable`, func() bool { return calls.saw("") })
+	eventually(t, "a listener call with AllChanged when grants became unavailable", func() bool { return calls.saw(AllChanged) })
 }
 
 func TestWatcherPrefersV1(t *testing.T) {
@@ -285,8 +299,8 @@ func TestWatcherRecoversWhenListingIsAllowed(t *testing.T) {
 	// RBAC fixed: available without a restart, and everyone is told.
 	forbidden.Store(false)
 	eventually(t, "the grant", checkIs(w, ref, Decision{Allowed: true, Grant: "g"}))
-	if !calls.saw("") {
-		t.Error(`listeners were not called with "" when grants became available`)
+	if !calls.saw(AllChanged) {
+		t.Error("listeners were not called with AllChanged when grants became available")
 	}
 	if v := w.Version(); v != "v1" {
 		t.Errorf("Version = %q, want v1", v)

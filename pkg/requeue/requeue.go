@@ -1,15 +1,22 @@
 // Package requeue puts waiting cross-namespace claims back into the
-// provision loop the moment a ReferenceGrant in their source namespace
-// changes, instead of leaving them to the loop's retry timer.
+// provision loop the moment a ReferenceGrant change may have changed their
+// decision, instead of leaving them to the loop's retry timer.
 //
 // The loop (sig-storage-lib-external-provisioner) keeps its queue private; it
 // does take our shared claim informer. Informer wraps that informer and keeps
 // the handler the loop registers, so calling the handler's OnUpdate with an
 // unchanged claim enqueues it exactly as an API update would, with no write
 // to the claim.
+//
+// Only claims a change can affect are requeued: a grant in prod that lets dev
+// restore snapshot "a" wakes dev's waiting claims of prod/a and nobody else,
+// because every requeued claim costs a provisioning attempt (a grant check,
+// often an Event). Two indexes make that a lookup of exactly those claims.
 package requeue
 
 import (
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,23 +25,65 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
+	"github.com/crossns/external-provisioner/pkg/referencegrant"
 )
 
-// SourceNamespaceIndex indexes claims whose data source is in another
-// namespace by that namespace.
-const SourceNamespaceIndex = "crossns.io/data-source-namespace"
+const (
+	// SourceKindIndex indexes waiting claims whose data source is in
+	// another namespace by sourceKey(source namespace, claim namespace, group,
+	// kind, ""): the claims a grant's to entry without a name concerns.
+	SourceKindIndex = "crossns.io/data-source-kind"
+	// SourceNameIndex indexes the same claims by sourceKey(..., name): the
+	// claims a to entry with a name concerns.
+	SourceNameIndex = "crossns.io/data-source-name"
+)
 
-// IndexBySourceNamespace is the indexer for SourceNamespaceIndex.
-func IndexBySourceNamespace(obj any) ([]string, error) {
+// sourceKey is the index key of claims in claimNS whose source is a
+// group/kind object (named name, or any when name is "") in sourceNS. "/" can
+// be in none of the parts (namespaces, kinds and the names of PVCs and
+// snapshots are DNS labels or subdomains; groups are DNS subdomains), so keys
+// do not collide.
+func sourceKey(sourceNS, claimNS, group, kind, name string) string {
+	key := sourceNS + "/" + claimNS + "/" + group + "/" + kind
+	if name != "" {
+		key += "/" + name
+	}
+	return key
+}
+
+// waitingSource returns the data source of a claim that waits to be
+// provisioned from another namespace, if obj is one. Only waiting claims are
+// indexed: the indexes are kept up to date on every claim event, so bound
+// and deleted claims, which no grant change concerns any more, leave them
+// rather than accumulate in the lookups.
+func waitingSource(obj any) (*v1.PersistentVolumeClaim, datasource.Ref, bool) {
 	claim, ok := obj.(*v1.PersistentVolumeClaim)
-	if !ok {
-		return nil, nil
+	if !ok || claim.Spec.VolumeName != "" || claim.Status.Phase != v1.ClaimPending || claim.DeletionTimestamp != nil {
+		return nil, datasource.Ref{}, false
 	}
 	ref, ok := datasource.RefOf(claim)
 	if !ok || !ref.Handled() || !ref.CrossNamespace(claim) {
+		return nil, datasource.Ref{}, false
+	}
+	return claim, ref, true
+}
+
+// IndexBySourceKind is the indexer for SourceKindIndex.
+func IndexBySourceKind(obj any) ([]string, error) {
+	claim, ref, ok := waitingSource(obj)
+	if !ok {
 		return nil, nil
 	}
-	return []string{ref.Namespace}, nil
+	return []string{sourceKey(ref.Namespace, claim.Namespace, ref.Group, ref.Kind, "")}, nil
+}
+
+// IndexBySourceName is the indexer for SourceNameIndex.
+func IndexBySourceName(obj any) ([]string, error) {
+	claim, ref, ok := waitingSource(obj)
+	if !ok {
+		return nil, nil
+	}
+	return []string{sourceKey(ref.Namespace, claim.Namespace, ref.Group, ref.Kind, ref.Name)}, nil
 }
 
 // Informer is the claim informer handed to the provision loop.
@@ -46,10 +95,10 @@ type Informer struct {
 }
 
 // Wrap returns an Informer over a shared claim informer, with the source
-// namespace index added.
+// indexes added.
 func Wrap(inf cache.SharedIndexInformer) (*Informer, error) {
-	if err := inf.AddIndexers(cache.Indexers{SourceNamespaceIndex: IndexBySourceNamespace}); err != nil {
-		return nil, err
+	if err := inf.AddIndexers(cache.Indexers{SourceKindIndex: IndexBySourceKind, SourceNameIndex: IndexBySourceName}); err != nil {
+		return nil, fmt.Errorf("adding claim indexes by cross-namespace data source: %w", err)
 	}
 	return &Informer{SharedIndexInformer: inf}, nil
 }
@@ -72,36 +121,54 @@ func (i *Informer) keep(h cache.ResourceEventHandler) {
 	i.handlers = append(i.handlers, h)
 }
 
-// GrantsChanged requeues every waiting claim whose data source is in
-// namespace ns ("" means every namespace, used when grants become readable).
-// It returns how many claims it requeued.
-func (i *Informer) GrantsChanged(ns string) int {
+// GrantsChanged requeues every waiting claim whose grant decision c may have
+// changed: with c.All, every claim waiting for a source in another
+// namespace; otherwise the claims in c's PersistentVolumeClaim from
+// namespaces whose source is in c.Namespace and matches one of c.To. It
+// returns how many claims it requeued. Its cost is that of the claims it
+// requeues, however many other claims wait in the same namespaces.
+func (i *Informer) GrantsChanged(c referencegrant.Change) int {
+	i.mu.Lock()
+	handlers := slices.Clone(i.handlers)
+	i.mu.Unlock()
 	idx := i.GetIndexer()
-	var objs []any
-	if ns == "" {
-		for _, v := range idx.ListIndexFuncValues(SourceNamespaceIndex) {
-			o, _ := idx.ByIndex(SourceNamespaceIndex, v)
-			objs = append(objs, o...)
+	n := 0
+	requeue := func(index, key string) {
+		objs, _ := idx.ByIndex(index, key)
+		for _, o := range objs {
+			claim := o.(*v1.PersistentVolumeClaim)
+			for _, h := range handlers {
+				h.OnUpdate(claim, claim)
+			}
+		}
+		n += len(objs)
+	}
+	if c.All {
+		for _, key := range idx.ListIndexFuncValues(SourceKindIndex) {
+			requeue(SourceKindIndex, key)
 		}
 	} else {
-		objs, _ = idx.ByIndex(SourceNamespaceIndex, ns)
-	}
-	i.mu.Lock()
-	handlers := append([]cache.ResourceEventHandler(nil), i.handlers...)
-	i.mu.Unlock()
-	n := 0
-	for _, o := range objs {
-		claim := o.(*v1.PersistentVolumeClaim)
-		if claim.Spec.VolumeName != "" || claim.Status.Phase != v1.ClaimPending || claim.DeletionTimestamp != nil {
-			continue
+		for _, from := range c.From {
+			// Other referrers (a Gateway API route, say) share the grant
+			// API but are not ours to retry.
+			if from.Group != "" || from.Kind != datasource.ClaimKind {
+				continue
+			}
+			for _, to := range c.To {
+				index := SourceNameIndex
+				if to.Name == "" {
+					index = SourceKindIndex
+				} else if slices.Contains(c.To, referencegrant.Target{Group: to.Group, Kind: to.Kind}) {
+					// The entry for every name of the kind finds these
+					// claims too; looking twice would requeue them twice.
+					continue
+				}
+				requeue(index, sourceKey(c.Namespace, from.Namespace, to.Group, to.Kind, to.Name))
+			}
 		}
-		for _, h := range handlers {
-			h.OnUpdate(claim, claim)
-		}
-		n++
 	}
 	if n > 0 {
-		klog.V(4).InfoS("Requeued waiting claims after a ReferenceGrant change", "sourceNamespace", ns, "claims", n)
+		klog.V(4).InfoS("Requeued waiting claims after a ReferenceGrant change", "change", c, "claims", n)
 	}
 	return n
 }
