@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -52,6 +53,10 @@ type Watcher struct {
 	index *Index
 	// minProbe and maxProbe bound the retry backoff (tests shorten them).
 	minProbe, maxProbe time.Duration
+
+	// decided is set once grants were first found readable (the cache has
+	// synced) or unreadable for a reason someone must fix; see HasSynced.
+	decided atomic.Bool
 
 	// versionMu guards version.
 	versionMu sync.RWMutex
@@ -147,6 +152,15 @@ func (w *Watcher) Version() string {
 // when they are available; for health checks and status pages.
 func (w *Watcher) Err() error {
 	return w.index.err()
+}
+
+// HasSynced reports whether the Watcher has decided whether grants can be
+// read: its cache has synced, or the grant API is missing, forbidden or
+// undiscoverable. Until then Check fails only because the Watcher has not
+// looked yet, so provisioning waits for this rather than telling claims that
+// grants are unavailable on every start.
+func (w *Watcher) HasSynced() bool {
+	return w.decided.Load()
 }
 
 // Run discovers the grant API and keeps an informer for it running until ctx
@@ -337,6 +351,7 @@ func (w *Watcher) markAvailable() {
 		w.logger.V(2).Info("ReferenceGrants are available", "version", r.version, "grants", w.index.Len())
 	}
 	w.lastFailure = nil
+	w.decided.Store(true)
 	w.index.notify(AllChanged)
 }
 
@@ -372,6 +387,9 @@ func (w *Watcher) informerFailed(err error) time.Duration {
 // one, and drops the grants it had indexed. asError says whether the reason
 // is a problem someone must fix (logged once as an error) or a normal step.
 func (w *Watcher) stop(reason error, asError bool) {
+	if asError {
+		w.decided.Store(true)
+	}
 	w.index.setUnavailable(reason)
 	w.setVersion("")
 	// Decisions taken a moment ago may have been "no grant" where the truth

@@ -168,30 +168,63 @@ func (c *Cluster) ApplyReferenceGrantCRD(ctx context.Context) error {
 // DeleteReferenceGrantCRD removes the ReferenceGrant CRD (and with it every
 // ReferenceGrant) and waits until the API server no longer serves it.
 func (c *Cluster) DeleteReferenceGrantCRD(ctx context.Context) error {
+	return c.deleteCRDs(ctx, ReferenceGrantCRDName)
+}
+
+// SnapshotCRDNames are the CRDs of the VolumeSnapshot API
+// (snapshot.storage.k8s.io/v1), without the group snapshot ones.
+func SnapshotCRDNames() []string {
+	var names []string
+	for _, r := range []string{"volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses"} {
+		names = append(names, r+".snapshot.storage.k8s.io")
+	}
+	return names
+}
+
+// DeleteSnapshotCRDs removes the CRDs of the VolumeSnapshot API (and with
+// them every snapshot, content and class, the bed's VolumeSnapshotClass
+// too) and waits until they are gone, so that snapshot.storage.k8s.io/v1 is
+// no longer served. InstallSnapshotAPI puts them back.
+func (c *Cluster) DeleteSnapshotCRDs(ctx context.Context) error {
+	return c.deleteCRDs(ctx, SnapshotCRDNames()...)
+}
+
+// InstallSnapshotAPI installs the snapshot CRDs (again) and the bed's
+// VolumeSnapshotClass, as cluster-up does.
+func (c *Cluster) InstallSnapshotAPI(ctx context.Context) error {
+	if c.tools == nil {
+		return errors.New("the bed's tools are unknown: cannot locate the snapshot CRDs")
+	}
+	if err := c.ApplySnapshotCRDs(ctx); err != nil {
+		return err
+	}
+	return c.createClasses(ctx)
+}
+
+// deleteCRDs deletes the named CRDs (missing ones are fine) and waits until
+// each is gone.
+func (c *Cluster) deleteCRDs(ctx context.Context, names ...string) error {
 	client := c.apiextensions.ApiextensionsV1().CustomResourceDefinitions()
-	err := client.Delete(ctx, ReferenceGrantCRDName, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
+	for _, name := range names {
+		if err := client.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting CRD %s: %w", name, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("deleting CRD %s: %w", ReferenceGrantCRDName, err)
-	}
-	err = wait.PollUntilContextTimeout(ctx, pollInterval, crdWait, true, func(ctx context.Context) (bool, error) {
-		_, err := client.Get(ctx, ReferenceGrantCRDName, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for CRD %s to go away: %w", ReferenceGrantCRDName, err)
+	for _, name := range names {
+		err := wait.PollUntilContextTimeout(ctx, pollInterval, crdWait, true, func(ctx context.Context) (bool, error) {
+			_, err := client.Get(ctx, name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			return fmt.Errorf("waiting for CRD %s to go away: %w", name, err)
+		}
 	}
 	return nil
 }
 
 // CRDNames lists the CRDs the bed installs, for checks that they are served.
 func CRDNames() []string {
-	names := []string{ReferenceGrantCRDName}
-	for _, r := range []string{"volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses"} {
-		names = append(names, r+".snapshot.storage.k8s.io")
-	}
+	names := append([]string{ReferenceGrantCRDName}, SnapshotCRDNames()...)
 	for _, r := range []string{"volumegroupsnapshots", "volumegroupsnapshotcontents", "volumegroupsnapshotclasses"} {
 		names = append(names, r+".groupsnapshot.storage.k8s.io")
 	}
