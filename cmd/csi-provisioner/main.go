@@ -22,9 +22,9 @@ import (
 	"github.com/kubernetes-csi/csi-lib-utils/rpc"
 	"github.com/kubernetes-csi/csi-lib-utils/standardflags"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
-	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -38,16 +38,19 @@ import (
 	libcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	libmetrics "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
+	"github.com/crossns/external-provisioner/pkg/cachesync"
 	"github.com/crossns/external-provisioner/pkg/capacity"
-	"github.com/crossns/external-provisioner/pkg/clone"
 	"github.com/crossns/external-provisioner/pkg/datasource"
 	"github.com/crossns/external-provisioner/pkg/events"
 	"github.com/crossns/external-provisioner/pkg/features"
+	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/metrics"
 	"github.com/crossns/external-provisioner/pkg/preflight"
+	"github.com/crossns/external-provisioner/pkg/protection"
 	"github.com/crossns/external-provisioner/pkg/provisioner"
 	"github.com/crossns/external-provisioner/pkg/referencegrant"
 	"github.com/crossns/external-provisioner/pkg/requeue"
+	"github.com/crossns/external-provisioner/pkg/snapshotapi"
 	"github.com/crossns/external-provisioner/pkg/topology"
 )
 
@@ -204,24 +207,33 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		Claims:                      claimInformer.Lister(),
 		Volumes:                     factory.Core().V1().PersistentVolumes().Lister(),
 	}
-	var snapFactory snapinformers.SharedInformerFactory
-	var cloneCtrl *clone.Controller
-	if servesGroupVersion(client, "snapshot.storage.k8s.io/v1") {
-		snapFactory = snapinformers.NewSharedInformerFactory(snapClient, 15*time.Minute)
-		resolver.Snapshots = snapFactory.Snapshot().V1().VolumeSnapshots().Lister()
-		resolver.Contents = snapFactory.Snapshot().V1().VolumeSnapshotContents().Lister()
-		cloneCtrl, err = clone.New(client, snapClient, claimInformer, snapFactory.Snapshot().V1().VolumeSnapshots())
-	} else {
-		logger.Info("The VolumeSnapshot API is not served: restores from snapshots are refused until the sidecar is restarted with it installed")
-		cloneCtrl, err = clone.New(client, snapClient, claimInformer, nil)
+	recorder := events.NewRecorder(ctx, eventsClient, "csi-provisioner-"+driverName)
+	// The record of CreateVolume calls in flight lives in the sidecar's
+	// namespace, one ConfigMap per driver.
+	records := inflight.NewStore(client, sidecarNamespace(), inflight.ConfigMapName(driverName))
+	protectionConfig := protection.Config{DriverName: driverName, Client: client, SnapClient: snapClient,
+		Claims: claimInformer, Records: records, Recorder: recorder}
+	if crossNamespace {
+		protectionConfig.Grants = resolver
 	}
+	protector, err := protection.New(protectionConfig)
 	if err != nil {
 		return fmt.Errorf("creating source protection controller: %w", err)
 	}
+	records.OnRemove(func(r inflight.Record) { protector.RecordRemoved(r.Source) })
+	resolver.Held = protector
+	// The snapshot API may be installed after the sidecar starts: restores
+	// wait for it, and its informers start when it is served.
+	snapshots := snapshotapi.NewWatcher(snapClient, client.Discovery(), 15*time.Minute, logger.WithName("snapshotapi"))
+	resolver.Snapshots = snapshots
+	snapshots.OnAvailable(protector.SnapshotsAvailable)
 	var grants *referencegrant.Watcher
 	if crossNamespace {
 		grants = referencegrant.NewWatcher(gatewayClient, client.Discovery(), 15*time.Minute, logger.WithName("referencegrants"))
-		grants.AddListener(func(c referencegrant.Change) { requeueInformer.GrantsChanged(c) })
+		grants.AddListener(func(c referencegrant.Change) {
+			requeueInformer.GrantsChanged(c)
+			protector.GrantsChanged(c.Namespace)
+		})
 		resolver.Grants = grants
 	}
 
@@ -234,7 +246,6 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		}
 	}
 
-	recorder := events.NewRecorder(ctx, eventsClient, "csi-provisioner-"+driverName)
 	var topo provisioner.TopologyBuilder
 	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
 		topo = &topology.Builder{
@@ -256,12 +267,18 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		DefaultFSType:             *defaultFSType,
 		ControllerPublishReadOnly: *controllerPublishReadOnly,
 		Sources:                   resolver,
-		Protector:                 cloneCtrl,
+		Protector:                 protector,
+		Records:                   records,
+		Claims:                    claimInformer.Lister(),
 		Topology:                  topo,
 		VolumeAttachments:         factory.Storage().V1().VolumeAttachments().Lister(),
 		Recorder:                  recorder,
 		Metrics:                   metrics.NewProvisioning(registry),
 	})
+	settler, err := inflight.NewController(records, prov, claimInformer, factory.Core().V1().PersistentVolumes())
+	if err != nil {
+		return fmt.Errorf("creating the in-flight record controller: %w", err)
+	}
 	libMetrics := libmetrics.New("controller")
 	registry.RawMustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
 		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
@@ -281,16 +298,46 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		libcontroller.NodesLister(factory.Core().V1().Nodes().Lister()),
 	)
 
+	// Work starts only when every cache it reads is full: an empty cache
+	// shows an attached volume as detached and a granted claim as denied.
+	caches := []cachesync.Cache{
+		{Name: "PersistentVolumeClaims", HasSynced: claimInformer.Informer().HasSynced},
+		{Name: "PersistentVolumes", HasSynced: factory.Core().V1().PersistentVolumes().Informer().HasSynced},
+		{Name: "StorageClasses", HasSynced: factory.Storage().V1().StorageClasses().Informer().HasSynced},
+		{Name: "VolumeAttachments", HasSynced: factory.Storage().V1().VolumeAttachments().Informer().HasSynced},
+		{Name: "Nodes", HasSynced: factory.Core().V1().Nodes().Informer().HasSynced},
+		{Name: "VolumeSnapshots", HasSynced: snapshots.HasSynced},
+	}
+	if topo != nil {
+		caches = append(caches, cachesync.Cache{Name: "CSINodes", HasSynced: factory.Storage().V1().CSINodes().Informer().HasSynced})
+	}
+	if grants != nil {
+		caches = append(caches, cachesync.Cache{Name: "ReferenceGrants", HasSynced: grants.HasSynced})
+	}
+
 	// Everything that writes runs only on the leader.
 	runAsLeader := func(ctx context.Context) {
 		factory.Start(ctx.Done())
-		if snapFactory != nil {
-			snapFactory.Start(ctx.Done())
-		}
+		go snapshots.Run(ctx)
 		if grants != nil {
 			go grants.Run(ctx)
 		}
-		go cloneCtrl.Run(ctx, int(*cloningProtectionThreads))
+		if !cachesync.Wait(ctx, caches...) {
+			return
+		}
+		go protector.Run(ctx, int(*cloningProtectionThreads))
+		// Calls recorded by an earlier process are known before any new one.
+		if err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+			if err := records.Load(ctx); err != nil {
+				logger.Error(err, "Reading the record of CreateVolume calls in flight; retrying")
+				return false, nil
+			}
+			return true, nil
+		}); err != nil {
+			return
+		}
+		go records.Run(ctx)
+		go settler.Run(ctx, 1)
 		if capacityCtrl != nil {
 			capacityFactory.Start(ctx.Done())
 			go capacityCtrl.Run(ctx, int(*capacityThreads))
@@ -406,21 +453,12 @@ func buildConfig(kubeconfig string) (*rest.Config, error) {
 	return rest.InClusterConfig()
 }
 
-// servesGroupVersion asks discovery whether an API group version is served.
-func servesGroupVersion(client kubernetes.Interface, gv string) bool {
-	_, err := client.Discovery().ServerResourcesForGroupVersion(gv)
-	return err == nil
-}
-
 // checkAPIServerGate warns loudly when the API server would drop
 // dataSourceRef.namespace: the sidecar's gate alone cannot make
 // cross-namespace provisioning work.
 func checkAPIServerGate(ctx context.Context, client kubernetes.Interface) {
 	logger := klog.FromContext(ctx)
-	ns := os.Getenv("POD_NAMESPACE")
-	if ns == "" {
-		ns = "default"
-	}
+	ns := sidecarNamespace()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	switch res, err := preflight.CrossNamespaceDataSource(pctx, client, ns); res {
@@ -432,4 +470,15 @@ func checkAPIServerGate(ctx context.Context, client kubernetes.Interface) {
 	default:
 		logger.Info("Preflight: could not check whether kube-apiserver keeps spec.dataSourceRef.namespace", "err", err)
 	}
+}
+
+// sidecarNamespace is the namespace the sidecar runs in, from the downward
+// API (POD_NAMESPACE, or NAMESPACE as --enable-capacity uses), else "default".
+func sidecarNamespace() string {
+	for _, env := range []string{"POD_NAMESPACE", "NAMESPACE"} {
+		if ns := os.Getenv(env); ns != "" {
+			return ns
+		}
+	}
+	return "default"
 }

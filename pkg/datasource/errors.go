@@ -52,4 +52,7 @@ const (
 	reasonSourceTooLarge      = "DataSourceLargerThanClaim"
 	reasonVolumeModeMismatch  = "DataSourceVolumeModeMismatch"
 	reasonContentNotBoundBack = "DataSourceContentMismatch"
+	// reasonSnapshotAPINotServed: the snapshot CRDs are not installed (or
+	// discovery failed); an admin must act, not the claim's owner.
+	reasonSnapshotAPINotServed = "SnapshotAPINotServed"
 )

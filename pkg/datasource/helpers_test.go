@@ -14,6 +14,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/crossns/external-provisioner/pkg/snapshotapi"
 )
 
 const (
@@ -31,6 +33,9 @@ type world struct {
 	// "PersistentVolumeClaim", "PersistentVolume") return this error, as a
 	// broken cache would.
 	fail map[string]error
+	// snapshotAPI is what asking for the snapshot caches returns instead of
+	// them: the snapshot API not served, or its caches not synced yet.
+	snapshotAPI error
 }
 
 // readLog records every read the resolver makes, as "Kind namespace" for
@@ -83,10 +88,13 @@ func newResolver(t *testing.T, w world) (*Resolver, *readLog) {
 	}
 	return &Resolver{
 		DriverName: driver,
-		Snapshots:  snapshotReads{snapshotlisters.NewVolumeSnapshotLister(snaps), log},
-		Contents:   contentReads{snapshotlisters.NewVolumeSnapshotContentLister(contents), log},
-		Claims:     claimReads{corelisters.NewPersistentVolumeClaimLister(claims), log},
-		Volumes:    volumeReads{corelisters.NewPersistentVolumeLister(volumes), log},
+		Snapshots: snapshotapi.Fake{
+			Snapshots: snapshotReads{snapshotlisters.NewVolumeSnapshotLister(snaps), log},
+			Contents:  contentReads{snapshotlisters.NewVolumeSnapshotContentLister(contents), log},
+			Err:       w.snapshotAPI,
+		},
+		Claims:  claimReads{corelisters.NewPersistentVolumeClaimLister(claims), log},
+		Volumes: volumeReads{corelisters.NewPersistentVolumeLister(volumes), log},
 	}, log
 }
 

@@ -11,10 +11,12 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/crossns/external-provisioner/pkg/events"
 	"github.com/crossns/external-provisioner/pkg/referencegrant"
+	"github.com/crossns/external-provisioner/pkg/snapshotapi"
 )
 
 // AllowVolumeModeChangeAnnotation on a VolumeSnapshotContent lets a snapshot of
@@ -45,6 +47,19 @@ type Source struct {
 	Object any
 }
 
+// SnapshotCaches hands out the VolumeSnapshot and VolumeSnapshotContent
+// caches, which exist only while the snapshot API is served (see
+// pkg/snapshotapi): the resolver asks for them on every snapshot restore
+// instead of holding listers that could be missing.
+type SnapshotCaches interface {
+	// Listers returns the listers once their caches have synced. Until then
+	// the error wraps snapshotapi.ErrNotServed (the API is not served, with
+	// what to do) or says the caches are still syncing.
+	Listers() (snapshotlisters.VolumeSnapshotLister, snapshotlisters.VolumeSnapshotContentLister, error)
+}
+
+var _ SnapshotCaches = (*snapshotapi.Watcher)(nil)
+
 // Resolver resolves and checks data sources from informer caches.
 type Resolver struct {
 	// DriverName is the CSI driver this sidecar serves; sources must belong to it.
@@ -55,11 +70,14 @@ type Resolver struct {
 	PreventVolumeModeConversion bool
 	// Grants decides cross-namespace references; nil when the gate is off.
 	Grants referencegrant.Checker
-	// Snapshots, Contents, Claims and Volumes are informer-backed listers.
-	Snapshots snapshotlisters.VolumeSnapshotLister
-	Contents  snapshotlisters.VolumeSnapshotContentLister
-	Claims    corelisters.PersistentVolumeClaimLister
-	Volumes   corelisters.PersistentVolumeLister
+	// Snapshots gives the snapshot caches while the snapshot API is served.
+	Snapshots SnapshotCaches
+	// Claims and Volumes are informer-backed listers.
+	Claims  corelisters.PersistentVolumeClaimLister
+	Volumes corelisters.PersistentVolumeLister
+	// Held lets claims already in flight use a source being deleted while
+	// protection holds it; nil: a source being deleted is always refused.
+	Held Holder
 }
 
 // Resolve checks the claim's data source and returns what CreateVolume needs.
@@ -82,7 +100,7 @@ func (r *Resolver) Resolve(claim *v1.PersistentVolumeClaim, req Request) (*Sourc
 	}
 	var err error
 	if ref.IsSnapshot() {
-		err = r.resolveSnapshot(src, req)
+		err = r.resolveSnapshot(claim, src, req)
 	} else {
 		err = r.resolveClaim(claim, src, req)
 	}
@@ -125,15 +143,23 @@ func (r *Resolver) Authorize(claim *v1.PersistentVolumeClaim, ref Ref) (string, 
 	return d.Grant, nil
 }
 
-func (r *Resolver) resolveSnapshot(src *Source, req Request) error {
-	snap, err := r.Snapshots.VolumeSnapshots(src.Namespace).Get(src.Name)
+func (r *Resolver) resolveSnapshot(claim *v1.PersistentVolumeClaim, src *Source, req Request) error {
+	snapshots, contents, err := r.Snapshots.Listers()
+	if errors.Is(err, snapshotapi.ErrNotServed) {
+		// Retried with backoff: installing the CRDs needs no restart.
+		return invalid(reasonSnapshotAPINotServed, "cannot restore %s: %v", src.Ref, err)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src.Ref, err)
+	}
+	snap, err := snapshots.VolumeSnapshots(src.Namespace).Get(src.Name)
 	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotFound, "%s not found", src.Ref)
 	}
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", src.Ref, err)
 	}
-	if snap.DeletionTimestamp != nil {
+	if !r.usableWhileDeleted(claim, snap) {
 		return invalid(reasonSourceBeingDeleted, "%s is being deleted", src.Ref)
 	}
 	if snap.Status == nil || snap.Status.BoundVolumeSnapshotContentName == nil || *snap.Status.BoundVolumeSnapshotContentName == "" {
@@ -143,7 +169,7 @@ func (r *Resolver) resolveSnapshot(src *Source, req Request) error {
 		return invalid(reasonSourceNotReady, "%s is not ready to use yet", src.Ref)
 	}
 	contentName := *snap.Status.BoundVolumeSnapshotContentName
-	content, err := r.Contents.Get(contentName)
+	content, err := contents.Get(contentName)
 	if err != nil && apierrors.IsNotFound(err) {
 		return invalid(reasonSourceNotReady, "VolumeSnapshotContent %q of %s not found", contentName, src.Ref)
 	}
@@ -206,7 +232,7 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", src.Ref, err)
 	}
-	if source.DeletionTimestamp != nil {
+	if !r.usableWhileDeleted(claim, source) {
 		return invalid(reasonSourceBeingDeleted, "%s is being deleted", src.Ref)
 	}
 	if source.Status.Phase != v1.ClaimBound || source.Spec.VolumeName == "" {
@@ -242,6 +268,25 @@ func (r *Resolver) resolveClaim(claim *v1.PersistentVolumeClaim, src *Source, re
 	}}
 	src.Object = source
 	return nil
+}
+
+// Holder tells whether source protection holds a source object
+// (pkg/protection: its finalizer is on it).
+type Holder interface {
+	Holds(source metav1.Object) bool
+}
+
+// usableWhileDeleted: a source whose deletion was requested is refused,
+// unless protection still holds it for claims that were already waiting on
+// it when the delete came (created before it): refusing those would leave
+// claim and source stuck for ever, each waiting for the other. Claims made
+// after the delete cannot extend it.
+func (r *Resolver) usableWhileDeleted(claim *v1.PersistentVolumeClaim, source metav1.Object) bool {
+	deleted := source.GetDeletionTimestamp()
+	if deleted == nil {
+		return true
+	}
+	return r.Held != nil && r.Held.Holds(source) && claim.CreationTimestamp.Before(deleted)
 }
 
 // ModeOf returns the volume mode, Filesystem when unset (the API default).

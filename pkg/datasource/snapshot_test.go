@@ -2,6 +2,7 @@ package datasource
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/crossns/external-provisioner/pkg/snapshotapi"
 )
 
 // TestResolveSnapshot restores dev/copy from VolumeSnapshot dev/nightly, in
@@ -39,6 +42,8 @@ func TestResolveSnapshot(t *testing.T) {
 		preventModeConversion bool
 		req                   Request
 		fail                  map[string]error
+		// snapshotAPI is the error asking for the snapshot caches returns.
+		snapshotAPI error
 		// wantReason is the *Error reason of an invalid source; empty for success.
 		wantReason  string
 		wantMessage string
@@ -59,6 +64,19 @@ func TestResolveSnapshot(t *testing.T) {
 			name:     "snapshot cache error is transient",
 			snapshot: snap(), content: content(), req: fs,
 			fail:          map[string]error{"VolumeSnapshot": boom},
+			wantTransient: true,
+		},
+		{
+			name:     "snapshot API not served: the admin is told to install the CRDs, nothing is read",
+			snapshot: snap(), content: content(), req: fs,
+			snapshotAPI: fmt.Errorf("%w: install the snapshot CRDs", snapshotapi.ErrNotServed),
+			wantReason:  reasonSnapshotAPINotServed,
+			wantMessage: "cannot restore VolumeSnapshot dev/nightly: the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not served: install the snapshot CRDs",
+		},
+		{
+			name:     "snapshot caches still syncing is transient",
+			snapshot: snap(), content: content(), req: fs,
+			snapshotAPI:   fmt.Errorf("%w: %w", snapshotapi.ErrNotSynced, boom),
 			wantTransient: true,
 		},
 		{
@@ -229,14 +247,14 @@ func TestResolveSnapshot(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w := world{fail: tc.fail}
+			w := world{fail: tc.fail, snapshotAPI: tc.snapshotAPI}
 			if tc.snapshot != nil {
 				w.snapshots = append(w.snapshots, tc.snapshot)
 			}
 			if tc.content != nil {
 				w.contents = append(w.contents, tc.content)
 			}
-			r, _ := newResolver(t, w)
+			r, log := newResolver(t, w)
 			r.PreventVolumeModeConversion = tc.preventModeConversion
 			claim := pendingClaim("dev", "copy", SnapshotKind, "", "nightly")
 
@@ -254,6 +272,9 @@ func TestResolveSnapshot(t *testing.T) {
 				}
 				if e.DenialReason != "" {
 					t.Errorf("DenialReason = %q for an invalid source, want empty", e.DenialReason)
+				}
+				if tc.snapshotAPI != nil && len(log.reads()) > 0 {
+					t.Errorf("Resolve() read %v without snapshot caches", log.reads())
 				}
 			default:
 				if err != nil {

@@ -18,6 +18,10 @@ const (
 	// ProvisionedFromSource: the volume was provisioned from a data source; the
 	// message names the source and, across namespaces, the grant.
 	ProvisionedFromSource = "ProvisionedFromDataSource"
+	// SnapshotHoldForbidden: RBAC does not let the sidecar hold the source
+	// snapshot's VolumeSnapshotContent at Retain while it restores; the
+	// restore goes on, unprotected against the snapshot's deletion. Sent once.
+	SnapshotHoldForbidden = "SnapshotHoldForbidden"
 )
 
 // Reasons on the source object (in the source namespace).

@@ -70,8 +70,7 @@ func BenchmarkBuildRequest(b *testing.B) {
 				CrossNamespace:              true,
 				PreventVolumeModeConversion: true,
 				Grants:                      bc.grants(),
-				Snapshots:                   snapshotlisters.NewVolumeSnapshotLister(snapshots),
-				Contents:                    snapshotlisters.NewVolumeSnapshotContentLister(contents),
+				Snapshots:                   snapshotCaches{snapshotlisters.NewVolumeSnapshotLister(snapshots), snapshotlisters.NewVolumeSnapshotContentLister(contents)},
 			}
 			p := New(Config{DriverName: driverName, Identity: identity, VolumeNamePrefix: "pvc", VolumeNameUUIDLength: -1, Sources: resolver})
 			pvName := "pvc-" + string(claim.UID)

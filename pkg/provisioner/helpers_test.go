@@ -100,8 +100,7 @@ func newEnv(t *testing.T, objs ...runtime.Object) *env {
 		CrossNamespace:              true,
 		PreventVolumeModeConversion: true,
 		Grants:                      e.grants,
-		Snapshots:                   snapshotlisters.NewVolumeSnapshotLister(e.snapshots),
-		Contents:                    snapshotlisters.NewVolumeSnapshotContentLister(e.contents),
+		Snapshots:                   snapshotCaches{snapshotlisters.NewVolumeSnapshotLister(e.snapshots), snapshotlisters.NewVolumeSnapshotContentLister(e.contents)},
 		Claims:                      corelisters.NewPersistentVolumeClaimLister(e.claims),
 		Volumes:                     corelisters.NewPersistentVolumeLister(e.volumes),
 	}
@@ -423,4 +422,15 @@ func provenance(pv *v1.PersistentVolume) map[string]string {
 		}
 	}
 	return out
+}
+
+// snapshotCaches hands the resolver listers over test indexers, as
+// snapshotapi.Watcher does once the snapshot API is served and synced.
+type snapshotCaches struct {
+	snapshots snapshotlisters.VolumeSnapshotLister
+	contents  snapshotlisters.VolumeSnapshotContentLister
+}
+
+func (s snapshotCaches) Listers() (snapshotlisters.VolumeSnapshotLister, snapshotlisters.VolumeSnapshotContentLister, error) {
+	return s.snapshots, s.contents, nil
 }

@@ -152,8 +152,8 @@ func TestSettleFromRecordAfterRestart(t *testing.T) {
 	if got := e.csi.deletedIDs(); !equalStrings(got, []string{"vol-pvc-x"}) {
 		t.Errorf("deleted %v", got)
 	}
-	if e.p.claimLocks.size() != 0 {
-		t.Errorf("%d claim locks left after settling", e.p.claimLocks.size())
+	if e.p.claimLocks.Len() != 0 {
+		t.Errorf("%d claim locks left after settling", e.p.claimLocks.Len())
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
 	"github.com/crossns/external-provisioner/pkg/inflight"
+	"github.com/crossns/external-provisioner/pkg/keylock"
 	"github.com/crossns/external-provisioner/pkg/metrics"
 )
 
@@ -80,7 +82,8 @@ type Config struct {
 // and DeletionGuard.
 type Provisioner struct {
 	Config
-	claimLocks keyedLocks
+	// claimLocks keeps Provision and Settle of one claim from overlapping.
+	claimLocks keylock.Map[types.UID]
 	deleted    deletedVolumes
 }
 
@@ -119,7 +122,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	claim := opts.PVC
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim))
 	ctx = klog.NewContext(ctx, logger)
-	defer p.claimLocks.lock(claim.UID)()
+	defer p.claimLocks.Lock(claim.UID)()
 
 	if p.claimGone(claim) {
 		// The loop keeps claims whose call was in flight and hands them back

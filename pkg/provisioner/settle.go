@@ -3,7 +3,6 @@ package provisioner
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -19,7 +18,7 @@ import (
 // Settle implements inflight.Settler: the claim of r is gone, so the volume
 // its call made (if any) must go too.
 func (p *Provisioner) Settle(ctx context.Context, r inflight.Record) error {
-	defer p.claimLocks.lock(r.ClaimUID)()
+	defer p.claimLocks.Lock(r.ClaimUID)()
 	_, err := p.settle(ctx, r.ClaimUID)
 	return err
 }
@@ -91,48 +90,4 @@ func (p *Provisioner) discard(ctx context.Context, uid types.UID, volumeID strin
 	}
 	p.Records.Remove(uid)
 	return "the volume was deleted"
-}
-
-// keyedLocks serialises work per claim (Provision and Settle of one claim
-// never overlap). Entries exist only while held, so the map stays as small as
-// the number of claims being worked on.
-type keyedLocks struct {
-	mu sync.Mutex
-	m  map[types.UID]*refLock
-}
-
-type refLock struct {
-	sync.Mutex
-	refs int
-}
-
-// lock locks uid and returns its unlock.
-func (k *keyedLocks) lock(uid types.UID) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[types.UID]*refLock{}
-	}
-	l := k.m[uid]
-	if l == nil {
-		l = &refLock{}
-		k.m[uid] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.m, uid)
-		}
-		k.mu.Unlock()
-	}
-}
-
-// size is the number of entries, for tests.
-func (k *keyedLocks) size() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.m)
 }

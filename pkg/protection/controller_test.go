@@ -1,4 +1,4 @@
-package clone
+package protection
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -31,6 +32,7 @@ const otherFinalizer = "example.com/keep-me"
 // fixture is a controller over unstarted shared informers whose caches the
 // test fills, and the fake clients that record its writes.
 type fixture struct {
+	grants     *fakeGrants
 	c          *Controller
 	client     *fake.Clientset
 	snapClient *snapfake.Clientset
@@ -43,25 +45,27 @@ func newFixture(t *testing.T, withSnapshots bool, objs ...runtime.Object) *fixtu
 	t.Helper()
 	var core, snaps []runtime.Object
 	for _, o := range objs {
-		if _, ok := o.(*snapshotv1.VolumeSnapshot); ok {
+		switch o.(type) {
+		case *snapshotv1.VolumeSnapshot, *snapshotv1.VolumeSnapshotContent:
 			snaps = append(snaps, o)
-		} else {
+		default:
 			core = append(core, o)
 		}
 	}
 	client := fake.NewClientset(core...)
 	snapClient := snapfake.NewSimpleClientset(snaps...)
 	claimInformer := informers.NewSharedInformerFactory(client, 0).Core().V1().PersistentVolumeClaims()
-	snapInformer := snapinformers.NewSharedInformerFactory(snapClient, 0).Snapshot().V1().VolumeSnapshots()
-	var c *Controller
-	var err error
-	if withSnapshots {
-		c, err = New(client, snapClient, claimInformer, snapInformer)
-	} else {
-		c, err = New(client, snapClient, claimInformer, nil)
-	}
+	snapFactory := snapinformers.NewSharedInformerFactory(snapClient, 0)
+	snapInformer := snapFactory.Snapshot().V1().VolumeSnapshots()
+	grants := &fakeGrants{denied: map[string]bool{}}
+	c, err := New(Config{DriverName: testDriver, Client: client, SnapClient: snapClient, Claims: claimInformer, Grants: grants})
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
+	}
+	if withSnapshots {
+		c.SnapshotsAvailable(snapFactory)
+		// The test fills the caches itself: they count as synced.
+		c.snapshots.Load().synced = []cache.InformerSynced{func() bool { return true }}
 	}
 	t.Cleanup(c.queue.ShutDown)
 	for _, o := range core {
@@ -70,11 +74,34 @@ func newFixture(t *testing.T, withSnapshots bool, objs ...runtime.Object) *fixtu
 		}
 	}
 	for _, o := range snaps {
-		if err := snapInformer.Informer().GetIndexer().Add(o); err != nil {
+		indexer := snapInformer.Informer().GetIndexer()
+		if _, ok := o.(*snapshotv1.VolumeSnapshotContent); ok {
+			indexer = snapFactory.Snapshot().V1().VolumeSnapshotContents().Informer().GetIndexer()
+		}
+		if err := indexer.Add(o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &fixture{c: c, client: client, snapClient: snapClient}
+	return &fixture{c: c, client: client, snapClient: snapClient, grants: grants}
+}
+
+const testDriver = "test.csi.k8s.io"
+
+// fakeGrants allows every cross-namespace claim except those from namespaces
+// in denied; grants unreadable when unavailable is set.
+type fakeGrants struct {
+	denied      map[string]bool
+	unavailable bool
+}
+
+func (g *fakeGrants) Authorize(claim *v1.PersistentVolumeClaim, ref datasource.Ref) (string, error) {
+	if g.unavailable {
+		return "", &datasource.Error{Kind: datasource.Denied, DenialReason: "grants_unavailable", Message: "cannot decide"}
+	}
+	if g.denied[claim.Namespace] {
+		return "", &datasource.Error{Kind: datasource.Denied, DenialReason: "no_grant", Message: "no grant"}
+	}
+	return "allow", nil
 }
 
 // patch is a finalizer patch the controller sent.
@@ -166,9 +193,10 @@ func user(ns, name, kind, sourceNS, source string, mods ...func(*v1.PersistentVo
 		ref.APIGroup = ptr.To(datasource.SnapshotGroup)
 	}
 	c := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       v1.PersistentVolumeClaimSpec{DataSourceRef: ref},
-		Status:     v1.PersistentVolumeClaimStatus{Phase: v1.ClaimPending},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Annotations: map[string]string{"volume.kubernetes.io/storage-provisioner": testDriver}},
+		Spec:   v1.PersistentVolumeClaimSpec{DataSourceRef: ref},
+		Status: v1.PersistentVolumeClaimStatus{Phase: v1.ClaimPending},
 	}
 	for _, m := range mods {
 		m(c)

@@ -1,4 +1,4 @@
-package clone
+package protection
 
 import (
 	"context"
@@ -28,6 +28,8 @@ func TestSyncReleasesSource(t *testing.T) {
 		objs []runtime.Object
 		// noSnapshotAPI wires the controller without a snapshot informer.
 		noSnapshotAPI bool
+		// setup changes grants or records before sync
+		setup func(f *fixture)
 		// wantFinalizers is the list patched onto the source; nil for no write.
 		wantFinalizers []string
 		wantRV         string
@@ -149,6 +151,53 @@ func TestSyncReleasesSource(t *testing.T) {
 			objs: []runtime.Object{user("dev", "copy", snap, "prod", "nightly")},
 		},
 		{
+			name:  "a namespace without a grant cannot hold the source (issue 8 item 4)",
+			key:   claimKey,
+			setup: func(f *fixture) { f.grants.denied["evil"] = true },
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("evil", "pin", pvc, "prod", "db"),
+				user("dev", "copy", pvc, "prod", "db", bound),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name:  "revoked grant: the pending claim no longer holds it",
+			key:   claimKey,
+			setup: func(f *fixture) { f.grants.denied["dev"] = true },
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db"),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name:  "grants unreadable: nothing decided, the source stays held",
+			key:   claimKey,
+			setup: func(f *fixture) { f.grants.unavailable = true },
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("dev", "copy", pvc, "prod", "db"),
+			},
+		},
+		{
+			name: "a claim of another driver cannot hold the source",
+			key:  claimKey,
+			objs: []runtime.Object{
+				sourceClaim("prod", "db", Finalizer),
+				user("prod", "copy", pvc, "prod", "db", func(c *v1.PersistentVolumeClaim) {
+					c.Annotations["volume.kubernetes.io/storage-provisioner"] = "other.csi.k8s.io"
+				}),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name:  "a recorded call in flight holds the source after its claim is gone",
+			key:   claimKey,
+			setup: func(f *fixture) { f.c.cfg.Records = holdsAll{} },
+			objs:  []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+		},
+		{
 			name:          "snapshot source without the snapshot API",
 			key:           snapKey,
 			objs:          []runtime.Object{sourceSnapshot("prod", "nightly", Finalizer)},
@@ -167,7 +216,9 @@ func TestSyncReleasesSource(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, !tc.noSnapshotAPI, tc.objs...)
-
+			if tc.setup != nil {
+				tc.setup(f)
+			}
 			if err := f.c.sync(context.Background(), tc.key); err != nil {
 				t.Fatalf("sync(%q) error = %v", tc.key, err)
 			}
@@ -313,3 +364,8 @@ func TestFinalizerAddedBackAfterRelease(t *testing.T) {
 		t.Fatalf("finalizer patches = %d, want 2 (released twice)", got)
 	}
 }
+
+// holdsAll is a Records in which every source has a call in flight.
+type holdsAll struct{}
+
+func (holdsAll) HoldsSource(string) bool { return true }

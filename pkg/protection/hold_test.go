@@ -1,0 +1,213 @@
+package protection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+
+	"github.com/crossns/external-provisioner/pkg/datasource"
+)
+
+func boundSnapshot(ns, name, content string, finalizers ...string) *snapshotv1.VolumeSnapshot {
+	s := sourceSnapshot(ns, name, finalizers...)
+	s.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content), ReadyToUse: ptr.To(true)}
+	return s
+}
+
+func content(name, snapNS, snapName string, policy snapshotv1.DeletionPolicy, annotations map[string]string) *snapshotv1.VolumeSnapshotContent {
+	return &snapshotv1.VolumeSnapshotContent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "7", Annotations: annotations},
+		Spec: snapshotv1.VolumeSnapshotContentSpec{
+			DeletionPolicy:    policy,
+			Driver:            testDriver,
+			VolumeSnapshotRef: v1.ObjectReference{Namespace: snapNS, Name: snapName},
+		},
+	}
+}
+
+// contentWrites returns the patches (as decoded JSON) and deletes sent for contents.
+func (f *fixture) contentWrites(t *testing.T) (patches []map[string]any, deletes []string) {
+	t.Helper()
+	for _, a := range f.snapClient.Actions() {
+		if a.GetResource().Resource != "volumesnapshotcontents" {
+			continue
+		}
+		switch a := a.(type) {
+		case clienttesting.PatchAction:
+			var body map[string]any
+			if err := json.Unmarshal(a.GetPatch(), &body); err != nil {
+				t.Fatal(err)
+			}
+			patches = append(patches, body)
+		case clienttesting.DeleteAction:
+			deletes = append(deletes, a.GetName())
+		}
+	}
+	return patches, deletes
+}
+
+// TestProtectHoldsContent: restoring a snapshot holds its content at Retain
+// (issue 8 item 1); a content at Retain, or held already, is left alone.
+func TestProtectHoldsContent(t *testing.T) {
+	tests := []struct {
+		name     string
+		content  *snapshotv1.VolumeSnapshotContent
+		wantHold bool
+	}{
+		{name: "Delete policy: held at Retain, original recorded", content: content("c1", "prod", "nightly", snapshotv1.VolumeSnapshotContentDelete, nil), wantHold: true},
+		{name: "Retain policy: nothing to hold", content: content("c1", "prod", "nightly", snapshotv1.VolumeSnapshotContentRetain, nil)},
+		{name: "held already (after a restart)", content: content("c1", "prod", "nightly", snapshotv1.VolumeSnapshotContentRetain, map[string]string{HeldPolicyAnnotation: "Delete"})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := boundSnapshot("prod", "nightly", "c1")
+			f := newFixture(t, true, snap, tc.content)
+			src := &datasource.Source{Ref: datasource.Ref{Group: datasource.SnapshotGroup, Kind: datasource.SnapshotKind, Namespace: "prod", Name: "nightly"}, Object: snap}
+			if err := f.c.Protect(context.Background(), nil, src); err != nil {
+				t.Fatal(err)
+			}
+			patches, _ := f.contentWrites(t)
+			if !tc.wantHold {
+				if len(patches) != 0 {
+					t.Fatalf("content patched %v, want no write", patches)
+				}
+				return
+			}
+			if len(patches) != 1 {
+				t.Fatalf("content patches %v, want one", patches)
+			}
+			got, err := f.snapClient.SnapshotV1().VolumeSnapshotContents().Get(context.Background(), "c1", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentRetain || got.Annotations[HeldPolicyAnnotation] != "Delete" {
+				t.Errorf("content policy %s, annotations %v; want Retain with %s=Delete", got.Spec.DeletionPolicy, got.Annotations, HeldPolicyAnnotation)
+			}
+			// A second claim of the fan-out writes nothing more.
+			if err := f.c.Protect(context.Background(), nil, src); err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := f.contentWrites(t); len(p) != 1 {
+				t.Errorf("second Protect wrote again: %d patches", len(p))
+			}
+		})
+	}
+}
+
+// TestHoldForbiddenWarnsOnce: under RBAC without patch on contents (upstream's
+// rules) the restore goes on and one Warning names the rule.
+func TestHoldForbiddenWarnsOnce(t *testing.T) {
+	snap := boundSnapshot("prod", "nightly", "c1")
+	f := newFixture(t, true, snap, content("c1", "prod", "nightly", snapshotv1.VolumeSnapshotContentDelete, nil))
+	rec := record.NewFakeRecorder(10)
+	f.c.cfg.Recorder = rec
+	f.snapClient.PrependReactor("patch", "volumesnapshotcontents", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: datasource.SnapshotGroup, Resource: "volumesnapshotcontents"}, "c1", errors.New("RBAC"))
+	})
+	src := &datasource.Source{Ref: datasource.Ref{Group: datasource.SnapshotGroup, Kind: datasource.SnapshotKind, Namespace: "prod", Name: "nightly"}, Object: snap}
+	claim := user("dev", "copy", datasource.SnapshotKind, "prod", "nightly")
+	for range 3 {
+		f.c.mu.Lock()
+		clear(f.c.protected)
+		f.c.mu.Unlock()
+		if err := f.c.Protect(context.Background(), claim, src); err != nil {
+			t.Fatalf("Protect() = %v, want the restore to go on", err)
+		}
+	}
+	if len(rec.Events) != 1 {
+		t.Fatalf("%d Events, want exactly one", len(rec.Events))
+	}
+	if ev := <-rec.Events; !contains(ev, "SnapshotHoldForbidden") || !contains(ev, `verbs: ["patch", "delete"]`) {
+		t.Errorf("Event %q does not name the rule to add", ev)
+	}
+}
+
+// TestReleaseContent: when nothing uses the snapshot any more the policy is
+// put back; when the snapshot was deleted meanwhile, the content is deleted
+// here so the backend snapshot goes as its owner asked.
+func TestReleaseContent(t *testing.T) {
+	held := map[string]string{HeldPolicyAnnotation: "Delete"}
+	deletingSnap := boundSnapshot("prod", "nightly", "c1", Finalizer)
+	deletingSnap.DeletionTimestamp = &metav1.Time{}
+	tests := []struct {
+		name       string
+		objs       []runtime.Object
+		wantPolicy string
+		wantDelete bool
+		wantNoop   bool
+	}{
+		{name: "snapshot still there: policy back, content kept",
+			objs:       []runtime.Object{boundSnapshot("prod", "nightly", "c1", Finalizer), content("c1", "prod", "nightly", "Retain", held)},
+			wantPolicy: "Delete"},
+		{name: "snapshot being deleted: policy back, content deleted",
+			objs:       []runtime.Object{deletingSnap, content("c1", "prod", "nightly", "Retain", held)},
+			wantPolicy: "Delete", wantDelete: true},
+		{name: "snapshot gone (sidecar restarted after it went): content deleted",
+			objs:       []runtime.Object{content("c1", "prod", "nightly", "Retain", held)},
+			wantPolicy: "Delete", wantDelete: true},
+		{name: "a restore is still pending: nothing released",
+			objs: []runtime.Object{deletingSnap, content("c1", "prod", "nightly", "Retain", held),
+				user("dev", "copy", datasource.SnapshotKind, "prod", "nightly")},
+			wantNoop: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, tc.objs...)
+			if err := f.c.sync(context.Background(), "VolumeSnapshot/prod/nightly"); err != nil {
+				t.Fatal(err)
+			}
+			patches, deletes := f.contentWrites(t)
+			if tc.wantNoop {
+				if len(patches)+len(deletes) != 0 {
+					t.Fatalf("content written (%v, %v) while a restore is pending", patches, deletes)
+				}
+				return
+			}
+			if len(patches) != 1 {
+				t.Fatalf("content patches %v, want one", patches)
+			}
+			spec, _ := patches[0]["spec"].(map[string]any)
+			if spec["deletionPolicy"] != tc.wantPolicy {
+				t.Errorf("patched policy %v, want %s", spec["deletionPolicy"], tc.wantPolicy)
+			}
+			if got := len(deletes) == 1; got != tc.wantDelete {
+				t.Errorf("content deleted = %v, want %v", got, tc.wantDelete)
+			}
+			if tc.wantDelete {
+				anns := patches[0]["metadata"].(map[string]any)["annotations"].(map[string]any)
+				if anns[beingDeletedAnnotation] != "yes" {
+					t.Errorf("deleted content lacks %s, csi-snapshotter would keep the backend snapshot", beingDeletedAnnotation)
+				}
+			}
+		})
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestNoReleaseFromUnsyncedSnapshotCache: a held content seen before the
+// snapshot cache is full must not be taken for one whose snapshot is gone.
+func TestNoReleaseFromUnsyncedSnapshotCache(t *testing.T) {
+	f := newFixture(t, true, boundSnapshot("prod", "nightly", "c1", Finalizer),
+		content("c1", "prod", "nightly", "Retain", map[string]string{HeldPolicyAnnotation: "Delete"}))
+	f.c.snapshots.Load().synced = []cache.InformerSynced{func() bool { return false }}
+	if err := f.c.sync(context.Background(), "VolumeSnapshot/prod/nightly"); err == nil {
+		t.Fatal("sync() decided with an unsynced snapshot cache")
+	}
+	if p, d := f.contentWrites(t); len(p)+len(d) != 0 {
+		t.Fatalf("content written (%v, %v) from an unsynced cache", p, d)
+	}
+}

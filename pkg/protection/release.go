@@ -1,0 +1,180 @@
+package protection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/crossns/external-provisioner/pkg/datasource"
+)
+
+// Provisioner annotations the PV controller puts on claims it hands to an
+// external provisioner; they name the driver that serves the claim.
+var provisionerAnnotations = []string{"volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner"}
+
+// sync releases a source that nothing may use any more: its content hold
+// first (the data is then the owner's to delete), then its finalizer.
+func (c *Controller) sync(ctx context.Context, key string) error {
+	kind, ns, name, err := splitKey(key)
+	if err != nil {
+		return nil // malformed keys never become valid
+	}
+	ref := datasource.Ref{Kind: kind, Namespace: ns, Name: name}
+	if kind == datasource.SnapshotKind {
+		ref.Group = datasource.SnapshotGroup
+	}
+	if kind == datasource.SnapshotKind {
+		// A snapshot missing from a cache still filling is not a deleted
+		// snapshot: deciding now could delete a held content.
+		if caches := c.snapshots.Load(); caches != nil && !caches.hasSynced() {
+			return fmt.Errorf("snapshot caches are not synced yet")
+		}
+	}
+	obj, err := c.source(kind, ns, name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	var m metav1.Object
+	if obj != nil && err == nil {
+		m, _ = meta(obj)
+	}
+	hasFinalizer := m != nil && slices.Contains(m.GetFinalizers(), Finalizer)
+	held := c.heldContents(ns, name)
+	if !hasFinalizer && len(held) == 0 {
+		return nil
+	}
+	// Protect waits while a release is decided, so a claim arriving now is
+	// either seen here as a user or protects the source again afterwards.
+	defer c.locks.Lock(key)()
+	c.mu.Lock()
+	_, released := c.released[key]
+	c.mu.Unlock()
+	if released && len(held) == 0 {
+		return nil // removed already; the cache has not caught up
+	}
+	if user, why := c.inUse(ctx, key, ref); user {
+		klog.FromContext(ctx).V(5).Info("Data source still in use", "source", key, "by", why)
+		return nil
+	}
+	snapshotGone := m == nil || m.GetDeletionTimestamp() != nil
+	for _, content := range held {
+		if err := c.releaseContent(ctx, content, snapshotGone); err != nil {
+			return err
+		}
+	}
+	if hasFinalizer && !released {
+		fins := withoutFinalizer(m.GetFinalizers())
+		if err := c.patchFinalizers(ctx, kind, ns, name, m.GetResourceVersion(), fins); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		c.mu.Lock()
+		c.released[key] = struct{}{}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	delete(c.protected, key)
+	c.mu.Unlock()
+	klog.FromContext(ctx).V(4).Info("Released data source", "source", key)
+	return nil
+}
+
+// inUse reports whether anything may still need the source: a recorded call
+// in flight, or a pending claim of this driver that may use it now — in the
+// source's namespace, or allowed by a grant at this moment. A claim whose
+// grant cannot be read keeps the source (nothing is decided on a guess).
+func (c *Controller) inUse(ctx context.Context, key string, ref datasource.Ref) (bool, string) {
+	if c.cfg.Records != nil && c.cfg.Records.HoldsSource(key) {
+		return true, "a CreateVolume call in flight"
+	}
+	users, err := c.claimIndex.ByIndex(SourceIndex, key)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Looking up claims of a source; keeping it", "source", key)
+		return true, "unknown"
+	}
+	for _, u := range users {
+		claim := u.(*v1.PersistentVolumeClaim)
+		if claim.Status.Phase != v1.ClaimPending || claim.DeletionTimestamp != nil || !c.forDriver(claim) {
+			continue
+		}
+		if ref.CrossNamespace(claim) {
+			if c.cfg.Grants == nil {
+				continue
+			}
+			if _, err := c.cfg.Grants.Authorize(claim, ref); err != nil {
+				if de, ok := datasource.AsError(err); ok && de.DenialReason != "grants_unavailable" {
+					continue // not allowed now: it cannot hold the source
+				}
+			}
+		}
+		return true, klog.KObj(claim).String()
+	}
+	return false, ""
+}
+
+// forDriver reports whether the PV controller handed the claim to this driver.
+func (c *Controller) forDriver(claim *v1.PersistentVolumeClaim) bool {
+	for _, a := range provisionerAnnotations {
+		if claim.Annotations[a] == c.cfg.DriverName {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Controller) source(kind, ns, name string) (any, error) {
+	switch kind {
+	case datasource.ClaimKind:
+		return c.claims.PersistentVolumeClaims(ns).Get(name)
+	case datasource.SnapshotKind:
+		caches := c.snapshots.Load()
+		if caches == nil {
+			return nil, nil
+		}
+		var snap *snapshotv1.VolumeSnapshot
+		snap, err := caches.snapshots.VolumeSnapshots(ns).Get(name)
+		if err != nil {
+			return nil, err
+		}
+		return snap, nil
+	}
+	return nil, nil
+}
+
+// patchFinalizers writes the whole finalizer list guarded by the
+// resourceVersion it was computed from, so a concurrent change is never lost
+// (merge patches replace lists).
+func (c *Controller) patchFinalizers(ctx context.Context, kind, ns, name, rv string, fins []string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": fins, "resourceVersion": rv}})
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case datasource.ClaimKind:
+		_, err = c.cfg.Client.CoreV1().PersistentVolumeClaims(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	case datasource.SnapshotKind:
+		_, err = c.cfg.SnapClient.SnapshotV1().VolumeSnapshots(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	default:
+		return fmt.Errorf("unknown source kind %q", kind)
+	}
+	if err != nil {
+		return fmt.Errorf("updating finalizers of %s %s/%s: %w", kind, ns, name, err)
+	}
+	return nil
+}
+
+func splitKey(key string) (kind, ns, name string, err error) {
+	parts := strings.SplitN(key, "/", 3)
+	if len(parts) != 3 {
+		return "", "", "", fmt.Errorf("malformed source key %q", key)
+	}
+	return parts[0], parts[1], parts[2], nil
+}
