@@ -93,23 +93,32 @@ func TestSnapshotDeletedDuringCrossNamespaceRestoreKeepsItsData(t *testing.T) {
 
 	driverControl(t, "/delay", `{"method":"CreateVolume","delay":"5s"}`)
 	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
-	createClaim(t, c, fromSnapshot(newClaim(dev, "restore", "1Mi"), prod, "snap2"))
+	pvc := createClaim(t, c, fromSnapshot(newClaim(dev, "restore", "1Mi"), prod, "snap2"))
 	time.Sleep(1500 * time.Millisecond)
 	if err := c.snapshots.SnapshotV1().VolumeSnapshots(prod).Delete(ctx, "snap2", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
 	pv := waitBound(t, c, dev, "restore")
-	boundAt := time.Now()
 	requireFiles(t, volumeDir(pv), files)
+	// The restore ended when the driver's successful CreateVolume returned;
+	// no DeleteSnapshot of its source may come before that.
+	restored := driverCalls(t, "CreateVolume", func(r csidriver.CallRecord) bool {
+		req := &csi.CreateVolumeRequest{}
+		return r.Code == "OK" && r.DecodeRequest(req) == nil && req.Name == "pvc-"+string(pvc.UID)
+	})
+	if len(restored) == 0 {
+		t.Fatalf("no successful CreateVolume for the restore in the driver's log")
+	}
+	ended := restored[0].Time.Add(time.Duration(restored[0].DurationMS * float64(time.Millisecond)))
 	deletedSnapshot := func(r csidriver.CallRecord) bool {
 		req := &csi.DeleteSnapshotRequest{}
 		return r.DecodeRequest(req) == nil && req.SnapshotId == snapHandle
 	}
 	for _, r := range driverCalls(t, "DeleteSnapshot", deletedSnapshot) {
-		if r.Time.Before(boundAt) {
-			// The restore may still have been running: data lost under it.
-			t.Errorf("DeleteSnapshot %s was sent at %s, before the restore bound at %s", snapHandle, r.Time.Format(time.RFC3339Nano), boundAt.Format(time.RFC3339Nano))
+		if r.Time.Before(ended) {
+			// The restore was still running: its data was deleted under it.
+			t.Errorf("DeleteSnapshot %s was sent at %s, before the restore's CreateVolume ended at %s", snapHandle, r.Time.Format(time.RFC3339Nano), ended.Format(time.RFC3339Nano))
 		}
 	}
 	// Then the owner's delete completes: snapshot, content and backend snapshot.
