@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -169,23 +170,32 @@ func TestCreateVolumeOutlivingRestartDoesNotLeak(t *testing.T) {
 	waitBackendVolumeGone(t, name, "its claim was deleted while the call outlived a sidecar restart")
 }
 
+// timedOutCrossNamespaceClone starts dev/copy cloning prod/db under a grant,
+// with the sidecar's --timeout at 2 s and the driver taking 6 s and finishing
+// even when its caller gave up; it returns once the first call timed out.
+func timedOutCrossNamespaceClone(t *testing.T, c *clients) (prod, dev string, pvc *corev1.PersistentVolumeClaim) {
+	t.Helper()
+	restartSidecar(t, "--timeout=2s")
+	prod = createNamespace(t, c, "prod")
+	dev = createNamespace(t, c, "dev")
+	provisionSource(t, c, prod, "db", map[string]string{"f": "x"})
+	grant(t, c, prod, "share", dev, "", "PersistentVolumeClaim", "db")
+	driverControl(t, "/delay", `{"method":"CreateVolume","delay":"6s","ignoreCancel":true}`)
+	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
+	pvc = createClaim(t, c, fromClaim(newClaim(dev, "copy", "1Mi"), prod, "db"))
+	if msg := waitEvent(t, c, dev, "copy", "ProvisioningFailed"); !strings.Contains(msg, "DeadlineExceeded") {
+		t.Fatalf("first attempt should time out, got %q", msg)
+	}
+	return prod, dev, pvc
+}
+
 // TestTimedOutCreateVolumeWithClaimAndSourceDeletedDoesNotLeak: the call
 // outlives --timeout; the consumer deletes the claim and the owner deletes
 // the source claim. The source stays until the call is settled (a repeated
 // call needs it), the volume made is deleted, then the source goes.
 func TestTimedOutCreateVolumeWithClaimAndSourceDeletedDoesNotLeak(t *testing.T) {
 	c := requireBed(t)
-	restartSidecar(t, "--timeout=2s")
-	prod := createNamespace(t, c, "prod")
-	dev := createNamespace(t, c, "dev")
-	provisionSource(t, c, prod, "db", map[string]string{"f": "x"})
-	grant(t, c, prod, "share", dev, "", "PersistentVolumeClaim", "db")
-	driverControl(t, "/delay", `{"method":"CreateVolume","delay":"6s","ignoreCancel":true}`)
-	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
-	pvc := createClaim(t, c, fromClaim(newClaim(dev, "copy", "1Mi"), prod, "db"))
-	if msg := waitEvent(t, c, dev, "copy", "ProvisioningFailed"); !strings.Contains(msg, "DeadlineExceeded") {
-		t.Fatalf("first attempt should time out, got %q", msg)
-	}
+	prod, dev, pvc := timedOutCrossNamespaceClone(t, c)
 	deleteClaim(t, c, dev, "copy")
 	deleteClaim(t, c, prod, "db")
 	time.Sleep(2 * time.Second)
@@ -208,17 +218,7 @@ func TestTimedOutCreateVolumeWithClaimAndSourceDeletedDoesNotLeak(t *testing.T) 
 func TestTimedOutCreateVolumeRestartThenRevokedDoesNotLeak(t *testing.T) {
 	c := requireBed(t)
 	ctx := testContext(t)
-	restartSidecar(t, "--timeout=2s")
-	prod := createNamespace(t, c, "prod")
-	dev := createNamespace(t, c, "dev")
-	provisionSource(t, c, prod, "db", map[string]string{"f": "x"})
-	grant(t, c, prod, "share", dev, "", "PersistentVolumeClaim", "db")
-	driverControl(t, "/delay", `{"method":"CreateVolume","delay":"6s","ignoreCancel":true}`)
-	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
-	pvc := createClaim(t, c, fromClaim(newClaim(dev, "copy", "1Mi"), prod, "db"))
-	if msg := waitEvent(t, c, dev, "copy", "ProvisioningFailed"); !strings.Contains(msg, "DeadlineExceeded") {
-		t.Fatalf("first attempt should time out, got %q", msg)
-	}
+	prod, dev, pvc := timedOutCrossNamespaceClone(t, c)
 	if err := bed.RestartProvisioner(ctx, "--timeout=2s"); err != nil {
 		t.Fatal(err)
 	}
