@@ -34,7 +34,8 @@ type clients struct {
 }
 
 // requireBed skips the test under -short and returns the bed's clients.
-// On failure it names the component logs to read.
+// On failure it names the component logs to read. At the end of the test it
+// checks the bed's invariants (invariants_test.go).
 func requireBed(t *testing.T) *clients {
 	t.Helper()
 	if bed == nil {
@@ -60,6 +61,8 @@ func requireBed(t *testing.T) *clients {
 	if c.apiextensions, err = apiextensionsclient.NewForConfig(cfg); err != nil {
 		t.Fatalf("apiextensions client: %v", err)
 	}
+	// Registered before any cleanup of the test, so it runs after them all.
+	checkInvariantsAtEnd(t)
 	return c
 }
 
@@ -82,6 +85,7 @@ func createNamespace(t *testing.T, c *clients, prefix string) string {
 		t.Fatalf("creating namespace: %v", err)
 	}
 	name := ns.Name
+	ledger.addNamespace(name, t.Name())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), namespaceCleanup)
 		defer cancel()

@@ -22,6 +22,7 @@ func createDriverVolume(t *testing.T, name string, sizeBytes int64) string {
 	}
 	t.Cleanup(func() { conn.Close() })
 	ctrl := csi.NewControllerClient(conn)
+	ledger.addDriverVolume(name, t.Name())
 	ctx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
 	defer cancel()
 	resp, err := ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
