@@ -121,21 +121,12 @@ func httpOK(url string) probe {
 // for the snapshot components that run without leader election and so have
 // no lease to look at.
 func logShows(path, marker string) probe {
-	return logShowsAfter(path, marker, 0)
-}
-
-// logShowsAfter is logShows for the part of the log after offset: a
-// restarted component appends to the log of its earlier run.
-func logShowsAfter(path, marker string, offset int64) probe {
 	return func(context.Context) (bool, string) {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return false, err.Error()
 		}
-		if int64(len(data)) < offset {
-			return false, fmt.Sprintf("%s is shorter than before the restart", path)
-		}
-		if !strings.Contains(string(data[offset:]), marker) {
+		if !strings.Contains(string(data), marker) {
 			return false, fmt.Sprintf("no %q in %s yet", marker, path)
 		}
 		return true, ""
