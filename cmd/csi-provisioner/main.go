@@ -11,8 +11,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -28,7 +30,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/component-base/logs"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -58,6 +59,9 @@ import (
 var version = "unknown"
 
 var (
+	master                      = flag.String("master", "", "URL of kube-apiserver, overriding the server of the kubeconfig; with neither this, --kubeconfig nor KUBECONFIG set, the in-cluster config is used.")
+	kubeAPICapacityQPS          = flag.Float64("kube-api-capacity-qps", 1, "QPS of the separate client that writes CSIStorageCapacity objects (--enable-capacity).")
+	kubeAPICapacityBurst        = flag.Int("kube-api-capacity-burst", 5, "Burst of the separate client that writes CSIStorageCapacity objects (--enable-capacity).")
 	volumeNamePrefix            = flag.String("volume-name-prefix", "pvc", "Prefix of the names of created volumes: <prefix>-<claim UID>.")
 	volumeNameUUIDLength        = flag.Int("volume-name-uuid-length", -1, "Length of the claim UID in volume names, dashes removed; -1 keeps the whole UID with its dashes.")
 	operationTimeout            = flag.Duration("timeout", 10*time.Second, "Timeout of each call to the CSI driver.")
@@ -80,13 +84,29 @@ var (
 	capacityOwnerrefLevel       = flag.Int("capacity-ownerref-level", 1, "Owner of CSIStorageCapacity objects: 0 the sidecar's pod, 1 its controller (StatefulSet, ReplicaSet), 2 the ReplicaSet's Deployment; negative: no owner, objects are never garbage collected.")
 )
 
-func main() {
-	fg := features.Gate
+// registerFlags adds to flag.CommandLine the flags main does not declare as
+// package variables: logging, the sidecar flags shared with the other CSI
+// sidecars (csi-lib-utils standardflags, which registers some on
+// flag.CommandLine whatever it is given), --automaxprocs and --feature-gates.
+func registerFlags() *logsapi.LoggingConfiguration {
 	logsConfig := logsapi.NewLoggingConfiguration()
-	runtime.Must(logsapi.AddFeatureGates(fg))
+	runtime.Must(logsapi.AddFeatureGates(features.Gate))
 	logsapi.AddGoFlags(logsConfig, flag.CommandLine)
 	standardflags.RegisterCommonFlags(flag.CommandLine)
-	flag.Var(features.Flag(), "feature-gates", "A set of key=value pairs of alpha/experimental features. Options:\n"+strings.Join(fg.KnownFeatures(), "\n"))
+	// --automaxprocs sets GOMAXPROCS once, from the container's CPU quota, as
+	// upstream's sidecars do (go.uber.org/automaxprocs). Since Go 1.25 the
+	// runtime already does this by default and follows later quota changes;
+	// the flag then pins the value it computes (integer quota, at least 1).
+	standardflags.AddAutomaxprocs(func(format string, args ...any) {
+		klog.InfoS("automaxprocs", "detail", fmt.Sprintf(format, args...))
+	})
+	flag.Var(features.Flag(), "feature-gates", "Comma-separated Name=true|false pairs; may be repeated, each adds to the earlier ones. Options are:\n"+features.Help())
+	return logsConfig
+}
+
+func main() {
+	fg := features.Gate
+	logsConfig := registerFlags()
 	flag.Parse()
 	logs.InitLogs()
 	if err := logsapi.ValidateAndApply(logsConfig, fg); err != nil {
@@ -100,7 +120,14 @@ func main() {
 	}
 	logger := klog.Background()
 	ctx := klog.NewContext(context.Background(), logger)
-	logger.Info("Starting csi-provisioner", "version", version, "crossNamespaceVolumeDataSource", features.Enabled(features.CrossNamespaceVolumeDataSource))
+	logger.Info("Starting csi-provisioner", "version", version, "featureGates", features.Effective())
+	if features.Enabled(features.ReleaseLeaderElectionOnExit) {
+		// SIGTERM and SIGINT cancel ctx: work stops and the Lease is
+		// released (leader election's ReleaseOnCancel) instead of expiring.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+	}
 
 	if err := run(ctx, cfg); err != nil {
 		klog.ErrorS(err, "csi-provisioner failed")
@@ -124,10 +151,11 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 
 	// Kubernetes clients: the main budget is for PVs and finalizers; Events
 	// get a budget of their own so they never delay a PV.
-	restConfig, err := buildConfig(cfg.KubeConfig)
+	restConfig, source, err := buildConfig(*master, cfg.KubeConfig, os.Getenv)
 	if err != nil {
-		return fmt.Errorf("building kubeconfig: %w", err)
+		return fmt.Errorf("building the Kubernetes client config from %s: %w", source, err)
 	}
+	logger.Info("Kubernetes client config", "source", source)
 	restConfig.QPS, restConfig.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
 	csiMetrics := csimetrics.NewCSIMetricsManagerForSidecar("")
 	registry := csiMetrics.GetRegistry()
@@ -140,6 +168,12 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	eventsConfig := rest.CopyConfig(restConfig)
 	eventsConfig.Wrap(apiRequests.Wrap("events"))
 	eventsConfig.ContentType = mainConfig.ContentType
+	// CSIStorageCapacity objects get a client of their own, as upstream:
+	// publishing for many classes and segments never spends the PV budget.
+	capacityConfig := rest.CopyConfig(restConfig)
+	capacityConfig.Wrap(apiRequests.Wrap("capacity"))
+	capacityConfig.ContentType = mainConfig.ContentType
+	capacityConfig.QPS, capacityConfig.Burst = float32(*kubeAPICapacityQPS), *kubeAPICapacityBurst
 
 	client, err := kubernetes.NewForConfig(mainConfig)
 	if err != nil {
@@ -156,6 +190,13 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	gatewayClient, err := gatewayclientset.NewForConfig(crdConfig)
 	if err != nil {
 		return fmt.Errorf("creating gateway API client: %w", err)
+	}
+	off, err := features.DisableUnserved(client.Discovery())
+	if err != nil {
+		return err
+	}
+	if len(off) > 0 {
+		logger.Info("Feature gates turned off: kube-apiserver does not serve their API; restart the sidecar once it does", "gates", off, "featureGates", features.Effective())
 	}
 
 	// CSI driver: wait for it, learn its name and what it can do.
@@ -237,17 +278,23 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		resolver.Grants = grants
 	}
 
+	// Topology is used when the driver has it and the Topology gate is on.
+	withTopology := pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] && features.Enabled(features.Topology)
 	var capacityFactory informers.SharedInformerFactory
 	var capacityCtrl *capacity.Controller
 	if *enableCapacity {
-		capacityFactory, capacityCtrl, err = newCapacity(ctx, client, conn, driverName, pluginCaps, controllerCaps, factory)
+		capacityClient, err := kubernetes.NewForConfig(capacityConfig)
+		if err != nil {
+			return fmt.Errorf("creating Kubernetes client for storage capacity: %w", err)
+		}
+		capacityFactory, capacityCtrl, err = newCapacity(ctx, capacityClient, conn, driverName, withTopology, controllerCaps, factory)
 		if err != nil {
 			return err
 		}
 	}
 
 	var topo provisioner.TopologyBuilder
-	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
+	if withTopology {
 		topo = &topology.Builder{
 			Driver: driverName, Strict: *strictTopology, Immediate: *immediateTopology,
 			Nodes: factory.Core().V1().Nodes().Lister(), CSINodes: factory.Storage().V1().CSINodes().Lister(),
@@ -372,6 +419,10 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	le.WithRenewDeadline(cfg.LeaderElectionRenewDeadline)
 	le.WithRetryPeriod(cfg.LeaderElectionRetryPeriod)
 	le.WithLabels(cfg.LeaderElectionLabels)
+	if features.Enabled(features.ReleaseLeaderElectionOnExit) {
+		le.WithContext(ctx)
+		le.WithReleaseOnCancel(true)
+	}
 	serve(ctx, endpoint, mux)
 	if err := le.Run(); err != nil {
 		return fmt.Errorf("leader election: %w", err)
@@ -381,9 +432,10 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 
 // newCapacity wires the CSIStorageCapacity publisher (--enable-capacity):
 // its owner, its own informer on the sidecar's namespace and the shared
-// StorageClass, CSINode and Node informers.
+// StorageClass, CSINode and Node informers. client is the capacity client
+// (--kube-api-capacity-qps/-burst); withTopology: one object per segment.
 func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.ClientConn, driverName string,
-	pluginCaps rpc.PluginCapabilitySet, controllerCaps rpc.ControllerCapabilitySet, factory informers.SharedInformerFactory,
+	withTopology bool, controllerCaps rpc.ControllerCapabilitySet, factory informers.SharedInformerFactory,
 ) (informers.SharedInformerFactory, *capacity.Controller, error) {
 	logger := klog.FromContext(ctx)
 	if !controllerCaps[csi.ControllerServiceCapability_RPC_GET_CAPACITY] {
@@ -423,7 +475,7 @@ func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.Cl
 		Classes:          factory.Storage().V1().StorageClasses(),
 		Capacities:       capacityFactory.Storage().V1().CSIStorageCapacities(),
 	}
-	if pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
+	if withTopology {
 		cfg.CSINodes, cfg.Nodes = factory.Storage().V1().CSINodes(), factory.Core().V1().Nodes()
 		cfg.Topology = &topology.Builder{Driver: driverName, Nodes: cfg.Nodes.Lister(), CSINodes: cfg.CSINodes.Lister()}
 	}
@@ -444,13 +496,6 @@ func serve(ctx context.Context, endpoint string, mux *http.ServeMux) {
 			fatal(err, "HTTP endpoint failed")
 		}
 	}()
-}
-
-func buildConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
 }
 
 // checkAPIServerGate warns loudly when the API server would drop

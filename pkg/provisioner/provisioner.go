@@ -66,7 +66,7 @@ type Config struct {
 	ControllerPublishReadOnly bool
 	Sources                   SourceResolver
 	Protector                 SourceProtector // nil: no source protection
-	Topology                  TopologyBuilder // nil: driver has no topology
+	Topology                  TopologyBuilder // nil: driver has no topology or the Topology gate is off
 	VolumeAttachments         storagelisters.VolumeAttachmentLister
 	Recorder                  record.EventRecorder
 	Metrics                   *metrics.Provisioning

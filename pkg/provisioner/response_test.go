@@ -22,6 +22,8 @@ func TestCreateVolumeResponse(t *testing.T) {
 		claim    []func(*v1.PersistentVolumeClaim)
 		class    func(*storagev1.StorageClass)
 		readOnly bool // --controller-publish-readonly
+		// topology: the driver has topology and the Topology gate is on
+		topology bool
 		// objects preloaded (a data source)
 		objects []runtime.Object
 
@@ -46,7 +48,7 @@ func TestCreateVolumeResponse(t *testing.T) {
 		{name: "volume context becomes volume attributes", answer: createWith(func(v *csi.Volume) {
 			v.VolumeContext = map[string]string{"pool": "fast", "kind": "file"}
 		}), wantCapacity: "1Gi", wantAttrs: map[string]string{"pool": "fast", "kind": "file", IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete},
-		{name: "accessible topology becomes node affinity", answer: createWith(func(v *csi.Volume) {
+		{name: "accessible topology becomes node affinity", topology: true, answer: createWith(func(v *csi.Volume) {
 			v.AccessibleTopology = []*csi.Topology{
 				{Segments: map[string]string{"topology.hostpath.csi/node": "node-a", "zone": "z1"}},
 				{Segments: map[string]string{"topology.hostpath.csi/node": "node-b"}},
@@ -61,6 +63,9 @@ func TestCreateVolumeResponse(t *testing.T) {
 					{Key: "topology.hostpath.csi/node", Operator: v1.NodeSelectorOpIn, Values: []string{"node-b"}},
 				}},
 			}}}},
+		{name: "no node affinity without topology (Topology gate off)", answer: createWith(func(v *csi.Volume) {
+			v.AccessibleTopology = []*csi.Topology{{Segments: map[string]string{"zone": "z1"}}}
+		}), wantCapacity: "1Gi", wantAttrs: map[string]string{IdentityAttribute: identity}, wantReclaim: v1.PersistentVolumeReclaimDelete},
 		{name: "driver ignored the content source: volume deleted", answer: createWith(func(v *csi.Volume) { v.ContentSource = nil }),
 			claim:   mods(fromSnapshot("", "nightly")),
 			objects: []runtime.Object{readySnapshot("dev", "nightly", "content-1", "1Gi"), boundContent("content-1", "dev", "nightly", "snap-1")},
@@ -93,6 +98,9 @@ func TestCreateVolumeResponse(t *testing.T) {
 			e := newEnv(t, tc.objects...)
 			e.csi.script = []createFunc{tc.answer}
 			e.p.ControllerPublishReadOnly = tc.readOnly
+			if tc.topology {
+				e.p.Topology = &fakeTopology{}
+			}
 			class := newClass(map[string]string{"type": "ssd"})
 			if tc.class != nil {
 				tc.class(class)

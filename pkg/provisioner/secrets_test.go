@@ -26,6 +26,14 @@ var secretRefOnPV = map[string]func(*v1.PersistentVolume) *v1.SecretReference{
 	"node-publish":       func(pv *v1.PersistentVolume) *v1.SecretReference { return pv.Spec.CSI.NodePublishSecretRef },
 	"controller-expand":  func(pv *v1.PersistentVolume) *v1.SecretReference { return pv.Spec.CSI.ControllerExpandSecretRef },
 	"node-expand":        func(pv *v1.PersistentVolume) *v1.SecretReference { return pv.Spec.CSI.NodeExpandSecretRef },
+	// The CSI source has no field for it: annotations, as upstream v6.2.
+	"controller-modify": func(pv *v1.PersistentVolume) *v1.SecretReference {
+		name, ok := pv.Annotations[modifySecretNameAnn]
+		if !ok {
+			return nil
+		}
+		return &v1.SecretReference{Name: name, Namespace: pv.Annotations[modifySecretNamespaceAnn]}
+	},
 }
 
 // secretParams is a StorageClass's parameters naming one secret.
@@ -54,7 +62,7 @@ func secretFixtures() []runtime.Object {
 }
 
 func TestSecretRefsOnPV(t *testing.T) {
-	for _, kind := range []string{"provisioner", "controller-publish", "node-stage", "node-publish", "controller-expand", "node-expand"} {
+	for _, kind := range []string{"provisioner", "controller-publish", "node-stage", "node-publish", "controller-expand", "node-expand", "controller-modify"} {
 		t.Run(kind, func(t *testing.T) {
 			e := newEnv(t, secretFixtures()...)
 			pv, _, err := e.provision(newClaim("dev", "data"), newClass(secretParams(kind, "creds", "secrets")))
@@ -105,7 +113,8 @@ func TestSecretTemplates(t *testing.T) {
 		{name: "provisioner: pv.name", kind: "provisioner", nameTmpl: "${pv.name}", nsTmpl: "secrets",
 			want: &v1.SecretReference{Name: pvName, Namespace: "secrets"}},
 
-		// ${pvc.annotations['k']} is allowed in every secret name but the provisioner's.
+		// ${pvc.annotations['k']} is allowed in every secret name, the
+		// provisioner's too (upstream v5.0).
 		{name: "controller-publish: annotation", kind: "controller-publish", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
 			annotations: []string{"example.com/secret", "mine"}, want: &v1.SecretReference{Name: "mine", Namespace: "dev"}},
 		{name: "node-stage: annotation", kind: "node-stage", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
@@ -116,8 +125,12 @@ func TestSecretTemplates(t *testing.T) {
 			annotations: []string{"example.com/secret", "mine"}, want: &v1.SecretReference{Name: "mine", Namespace: "dev"}},
 		{name: "node-expand: annotation", kind: "node-expand", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
 			annotations: []string{"example.com/secret", "mine"}, want: &v1.SecretReference{Name: "mine", Namespace: "dev"}},
-		{name: "provisioner: annotation refused", kind: "provisioner", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
-			annotations: []string{"example.com/secret", "data"}, wantErr: "provisioner secret name"},
+		{name: "provisioner: annotation", kind: "provisioner", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
+			annotations: []string{"example.com/secret", "data"}, want: &v1.SecretReference{Name: "data", Namespace: "dev"}},
+		{name: "controller-modify: annotation", kind: "controller-modify", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
+			annotations: []string{"example.com/secret", "mine"}, want: &v1.SecretReference{Name: "mine", Namespace: "dev"}},
+		{name: "provisioner: missing annotation", kind: "provisioner", nameTmpl: ann, nsTmpl: "${pvc.namespace}",
+			wantErr: `provisioner secret name "${pvc.annotations['example.com/secret']}": claim has no annotation "example.com/secret"`},
 
 		// Disallowed templates.
 		{name: "missing annotation", kind: "node-publish", nameTmpl: ann, nsTmpl: "dev", wantErr: `no annotation "example.com/secret"`},
@@ -131,7 +144,10 @@ func TestSecretTemplates(t *testing.T) {
 		{name: "annotation value is no secret name", kind: "node-publish", nameTmpl: ann, nsTmpl: "dev",
 			annotations: []string{"example.com/secret", "Not_A_Name"}, wantErr: "not a valid secret name"},
 		{name: "literal namespace is no namespace name", kind: "controller-publish", nameTmpl: "cp", nsTmpl: "Secrets.NS", wantErr: "not a valid namespace name"},
-		{name: "empty name", kind: "node-expand", nameTmpl: "", nsTmpl: "dev", wantErr: "not a valid secret name"},
+		{name: "empty name", kind: "node-expand", nameTmpl: "", nsTmpl: "dev", wantErr: "must not be empty"},
+		{name: "empty namespace", kind: "provisioner", nameTmpl: "creds", nsTmpl: "", wantErr: "must not be empty"},
+		{name: "name empty after templating", kind: "node-publish", nameTmpl: ann, nsTmpl: "dev",
+			annotations: []string{"example.com/secret", ""}, wantErr: "not a valid secret name"},
 
 		// Name and namespace come in pairs.
 		{name: "provisioner: name without namespace", kind: "provisioner", nameTmpl: "creds", noNamespace: true, wantErr: "needs both"},

@@ -73,8 +73,13 @@ func (p *Provisioner) buildVolume(_ context.Context, claim *v1.PersistentVolumeC
 			PersistentVolumeReclaimPolicy: reclaim,
 			VolumeMode:                    claim.Spec.VolumeMode,
 			PersistentVolumeSource:        v1.PersistentVolumeSource{CSI: csiSource},
-			NodeAffinity:                  topology.NodeAffinity(vol.AccessibleTopology),
 		},
+	}
+	// Upstream sets node affinity only when it passed topology to the
+	// driver: Topology nil means the driver lacks the capability or the
+	// Topology feature gate is off.
+	if p.Topology != nil {
+		pv.Spec.NodeAffinity = topology.NodeAffinity(vol.AccessibleTopology)
 	}
 	// Recorded even when empty ("no secret"), so deletion never has to read
 	// the StorageClass again.
@@ -82,6 +87,10 @@ func (p *Provisioner) buildVolume(_ context.Context, claim *v1.PersistentVolumeC
 	if ref := refs[provisionerSecret]; ref != nil {
 		pv.Annotations[deletionSecretNameAnn] = ref.Name
 		pv.Annotations[deletionSecretNamespaceAnn] = ref.Namespace
+	}
+	if ref := refs[controllerModifySecret]; ref != nil {
+		pv.Annotations[modifySecretNameAnn] = ref.Name
+		pv.Annotations[modifySecretNamespaceAnn] = ref.Namespace
 	}
 	if src != nil {
 		pv.Annotations[SourceNamespaceAnnotation] = src.Namespace
