@@ -47,6 +47,13 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 		return &controller.IgnoredError{Reason: fmt.Sprintf("PV %s is not a volume of driver %s", pv.Name, p.DriverName)}
 	}
 	secrets, err := p.deletionSecrets(ctx, pv)
+	if apierrors.IsNotFound(err) {
+		// The secret went first (often with its namespace): waiting for it
+		// would keep the PV Released and the volume in the backend for ever.
+		// Ask the driver anyway, as upstream v6 does; it may not need it.
+		klog.FromContext(ctx).Info("Deletion secret is gone; calling DeleteVolume without secrets", "pv", pv.Name, "err", err.Error())
+		secrets, err = nil, nil
+	}
 	if err != nil {
 		return err
 	}
