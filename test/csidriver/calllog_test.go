@@ -25,6 +25,7 @@ func TestCallLogFormat(t *testing.T) {
 		VolumeCapabilities: mountCap(),
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: 4096},
 		Parameters:         map[string]string{"type": "fast"},
+		MutableParameters:  map[string]string{"iops": "3000"},
 		Secrets:            map[string]string{"password": "hunter2"},
 	}
 	createVolume(t, td, secretReq)
@@ -85,7 +86,9 @@ func TestCallLogFormat(t *testing.T) {
 		}
 	}
 
-	// The request decodes back into the CSI message, minus the secrets.
+	// The request decodes back into the CSI message, minus the secrets
+	// (mutable_parameters included: e2e reads a VolumeAttributesClass's
+	// parameters from here).
 	got, err := recs[0].CSIRequest()
 	if err != nil {
 		t.Fatal(err)

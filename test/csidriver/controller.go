@@ -19,12 +19,14 @@ type controllerServer struct {
 
 // controllerCaps deliberately omits PUBLISH_UNPUBLISH_VOLUME: there is no
 // attacher in the test bed, and volumes need no attaching to be "used".
+// MODIFY_VOLUME lets claims name a VolumeAttributesClass (modify.go).
 var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
 	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
 	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+	csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
 }
 
 func (s *controllerServer) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -62,15 +64,19 @@ func (s *controllerServer) CreateVolume(_ context.Context, req *csi.CreateVolume
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkMutableParameters(req.GetMutableParameters()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 
 	v, err := s.d.store.createVolume(volumeSpec{
-		Name:          req.GetName(),
-		RequiredBytes: required,
-		LimitBytes:    limit,
-		AccessType:    accessType,
-		Parameters:    req.GetParameters(),
-		Source:        source,
-		Topology:      ours,
+		Name:              req.GetName(),
+		RequiredBytes:     required,
+		LimitBytes:        limit,
+		AccessType:        accessType,
+		Parameters:        req.GetParameters(),
+		MutableParameters: req.GetMutableParameters(),
+		Source:            source,
+		Topology:          ours,
 	})
 	if err != nil {
 		return nil, err

@@ -29,6 +29,9 @@ func TestSanity(t *testing.T) {
 	base := t.TempDir()
 	cfg.TargetPath = filepath.Join(base, "target")
 	cfg.StagingPath = filepath.Join(base, "staging")
+	// With MODIFY_VOLUME, sanity creates and modifies volumes with these
+	// (and checks that an unknown key is refused).
+	cfg.TestVolumeMutableParameters = map[string]string{MutableParameterKeys[0]: "3000"}
 
 	sc := sanity.GinkgoTest(&cfg)
 	defer sc.Finalize()

@@ -47,9 +47,13 @@ type Volume struct {
 	CapacityBytes int64             `json:"capacityBytes"`
 	AccessType    string            `json:"accessType"`
 	Parameters    map[string]string `json:"parameters,omitempty"`
-	Source        *Source           `json:"source,omitempty"`
-	Topology      map[string]string `json:"topology,omitempty"`
-	CreationTime  time.Time         `json:"creationTime"`
+	// MutableParameters are the volume's current mutable parameters: those
+	// of CreateVolume (a VolumeAttributesClass's), as changed since by
+	// ControllerModifyVolume.
+	MutableParameters map[string]string `json:"mutableParameters,omitempty"`
+	Source            *Source           `json:"source,omitempty"`
+	Topology          map[string]string `json:"topology,omitempty"`
+	CreationTime      time.Time         `json:"creationTime"`
 }
 
 // Source records what a volume was pre-populated from; at most one is set.
@@ -72,13 +76,14 @@ type Snapshot struct {
 
 // volumeSpec is a validated CreateVolume request as the store needs it.
 type volumeSpec struct {
-	Name          string
-	RequiredBytes int64
-	LimitBytes    int64
-	AccessType    string
-	Parameters    map[string]string
-	Source        *Source
-	Topology      map[string]string
+	Name              string
+	RequiredBytes     int64
+	LimitBytes        int64
+	AccessType        string
+	Parameters        map[string]string
+	MutableParameters map[string]string
+	Source            *Source
+	Topology          map[string]string
 }
 
 // store owns the data directory. One mutex serialises all mutations: the
@@ -310,14 +315,15 @@ func (s *store) createVolume(spec volumeSpec) (*Volume, error) {
 	}
 
 	v := &Volume{
-		ID:            newID(),
-		Name:          spec.Name,
-		CapacityBytes: capacity,
-		AccessType:    spec.AccessType,
-		Parameters:    maps.Clone(spec.Parameters),
-		Source:        spec.Source,
-		Topology:      maps.Clone(spec.Topology),
-		CreationTime:  time.Now().UTC(),
+		ID:                newID(),
+		Name:              spec.Name,
+		CapacityBytes:     capacity,
+		AccessType:        spec.AccessType,
+		Parameters:        maps.Clone(spec.Parameters),
+		MutableParameters: maps.Clone(spec.MutableParameters),
+		Source:            spec.Source,
+		Topology:          maps.Clone(spec.Topology),
+		CreationTime:      time.Now().UTC(),
 	}
 	if err := s.materialize(srcDir, s.volumeDir(v.ID)); err != nil {
 		return nil, status.Errorf(codes.Internal, "creating volume data: %v", err)
@@ -361,6 +367,8 @@ func volumeMismatch(v *Volume, spec volumeSpec) string {
 		return fmt.Sprintf("access type %s != %s", v.AccessType, spec.AccessType)
 	case !maps.Equal(v.Parameters, spec.Parameters):
 		return "parameters differ"
+	case !maps.Equal(v.MutableParameters, spec.MutableParameters):
+		return "mutable parameters differ"
 	case !sameSource(v.Source, spec.Source):
 		return "content source differs"
 	}
@@ -388,6 +396,29 @@ func (s *store) deleteVolume(id string) error {
 	delete(s.volumeNames, v.Name)
 	klog.InfoS("Deleted volume", "volumeID", id, "name", v.Name)
 	return nil
+}
+
+// modifyVolume sets the given mutable parameters of a volume; keys not
+// given keep their value (CSI spec, ControllerModifyVolume: "SPs MUST NOT
+// modify volumes based on the absence of keys").
+func (s *store) modifyVolume(id string, params map[string]string) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.volumes[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "volume %q not found", id)
+	}
+	changed := cloneVolume(v)
+	if changed.MutableParameters == nil {
+		changed.MutableParameters = map[string]string{}
+	}
+	maps.Copy(changed.MutableParameters, params)
+	if err := s.writeMeta(filepath.Join(s.root, volumesDir, id+".json"), changed); err != nil {
+		return nil, status.Errorf(codes.Internal, "writing volume metadata: %v", err)
+	}
+	s.volumes[id] = changed
+	klog.InfoS("Modified volume", "volumeID", id, "name", v.Name, "mutableParameters", changed.MutableParameters)
+	return cloneVolume(changed), nil
 }
 
 func (s *store) getVolume(id string) (*Volume, bool) {
@@ -528,6 +559,7 @@ func (s *store) removeObject(dir, id string) error {
 func cloneVolume(v *Volume) *Volume {
 	c := *v
 	c.Parameters = maps.Clone(v.Parameters)
+	c.MutableParameters = maps.Clone(v.MutableParameters)
 	c.Topology = maps.Clone(v.Topology)
 	if v.Source != nil {
 		src := *v.Source
