@@ -64,6 +64,17 @@ func backendVolumeExists(t *testing.T, name string) bool {
 	return slices.ContainsFunc(vols, func(v csidriver.Volume) bool { return v.Name == name })
 }
 
+// stopSidecarWhile stops the sidecar, runs do, and starts the sidecar again
+// with args (restartSidecar's cleanup restores the usual flags).
+func stopSidecarWhile(t *testing.T, do func(), args ...string) {
+	t.Helper()
+	if err := bed.StopProvisioner(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	do()
+	restartSidecar(t, args...)
+}
+
 func deleteClaim(t *testing.T, c *clients, ns, name string) {
 	t.Helper()
 	if err := c.kube.CoreV1().PersistentVolumeClaims(ns).Delete(testContext(t), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -156,8 +167,12 @@ func TestCreateVolumeOutlivingRestartDoesNotLeak(t *testing.T) {
 	t.Cleanup(func() { driverControl(t, "/reset", `{}`) })
 	pvc := createClaim(t, c, newClaim(dev, "data", "1Mi"))
 	time.Sleep(1500 * time.Millisecond)
-	restartSidecar(t)
-	deleteClaim(t, c, dev, "data")
+	// The sidecar goes away with the call running and comes back only after
+	// the claim is gone: nothing in memory can remember the call.
+	stopSidecarWhile(t, func() {
+		deleteClaim(t, c, dev, "data")
+		waitClaimGone(t, c, dev, "data")
+	})
 	name := "pvc-" + string(pvc.UID)
 	// The first call ends 4 s after it started and makes the volume.
 	eventually(t, provisionWait, "the abandoned call to complete in the driver", func(context.Context) (bool, string, error) {
@@ -219,13 +234,13 @@ func TestTimedOutCreateVolumeRestartThenRevokedDoesNotLeak(t *testing.T) {
 	c := requireBed(t)
 	ctx := testContext(t)
 	prod, dev, pvc := timedOutCrossNamespaceClone(t, c)
-	if err := bed.RestartProvisioner(ctx, "--timeout=2s"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.gateway.GatewayV1beta1().ReferenceGrants(prod).Delete(ctx, "share", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	driverControl(t, "/reset", `{}`)
+	// Revoked while the sidecar is away: the new one never saw the grant.
+	stopSidecarWhile(t, func() {
+		if err := c.gateway.GatewayV1beta1().ReferenceGrants(prod).Delete(ctx, "share", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		driverControl(t, "/reset", `{}`)
+	}, "--timeout=2s")
 	msg := waitEvent(t, c, dev, "copy", "ReferenceGrantRevoked")
 	if !strings.Contains(msg, "was deleted") {
 		t.Errorf("event %q does not say the volume was deleted", msg)
