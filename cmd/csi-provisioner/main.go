@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/component-base/logs"
@@ -300,6 +301,15 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 			Nodes: factory.Core().V1().Nodes().Lister(), CSINodes: factory.Storage().V1().CSINodes().Lister(),
 		}
 	}
+	// VolumeAttributesClasses, read when the gate is on (DisableUnserved
+	// turned it off above if kube-apiserver does not serve the API). The
+	// cache is not waited for: the provisioner asks kube-apiserver for a
+	// class the cache lacks, so it also works under RBAC granting only
+	// "get" on volumeattributesclasses, where the cache never fills.
+	var vacs storagelisters.VolumeAttributesClassLister
+	if features.Enabled(features.VolumeAttributesClass) {
+		vacs = factory.Storage().V1().VolumeAttributesClasses().Lister()
+	}
 	prov := provisioner.New(provisioner.Config{
 		DriverName:                driverName,
 		Identity:                  strconv.FormatInt(time.Now().UnixMilli(), 10) + "-" + strconv.Itoa(rand.IntN(10000)) + "-" + driverName,
@@ -319,6 +329,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		Claims:                    claimInformer.Lister(),
 		Topology:                  topo,
 		VolumeAttachments:         factory.Storage().V1().VolumeAttachments().Lister(),
+		VolumeAttributesClasses:   vacs,
 		Recorder:                  recorder,
 		Metrics:                   metrics.NewProvisioning(registry),
 	})

@@ -19,6 +19,7 @@ import (
 	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -68,8 +69,14 @@ type Config struct {
 	Protector                 SourceProtector // nil: no source protection
 	Topology                  TopologyBuilder // nil: driver has no topology or the Topology gate is off
 	VolumeAttachments         storagelisters.VolumeAttachmentLister
-	Recorder                  record.EventRecorder
-	Metrics                   *metrics.Provisioning
+	// VolumeAttributesClasses reads the classes claims name in
+	// spec.volumeAttributesClassName (vac.go). nil when the
+	// VolumeAttributesClass feature gate is off or kube-apiserver does not
+	// serve storage.k8s.io/v1 volumeattributesclasses: the field is then
+	// ignored, as upstream does.
+	VolumeAttributesClasses storagelisters.VolumeAttributesClassLister
+	Recorder                record.EventRecorder
+	Metrics                 *metrics.Provisioning
 	// Records is the durable record of CreateVolume calls in flight
 	// (pkg/inflight); New makes a memory-only one when nil.
 	Records *inflight.Store
@@ -150,6 +157,11 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, nil, fail(invalid, err)
 	}
+	vac, err := p.volumeAttributesClass(ctx, claim)
+	if err != nil {
+		return nil, nil, err // typed in vac.go
+	}
+	req.MutableParameters = mutableParameters(vac)
 	src, err := p.Sources.Resolve(claim, datasource.Request{Bytes: req.CapacityRange.RequiredBytes, Mode: datasource.ModeOf(claim.Spec.VolumeMode)})
 	if err != nil {
 		return nil, nil, err // typed by kindOf
@@ -190,6 +202,11 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 	if err == nil {
 		var pv *v1.PersistentVolume
 		if pv, err = p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src); err == nil {
+			if vac != nil {
+				// The PV controller binds a claim that names a class only
+				// to a PV of the same class.
+				pv.Spec.VolumeAttributesClassName = ptr.To(vac.Name)
+			}
 			p.Metrics.ObserveProvision(src, nil, time.Since(start))
 			return pv, src, nil
 		}

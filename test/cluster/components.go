@@ -10,12 +10,15 @@ import (
 // the volume ones a provisioner interacts with, and the namespace, service
 // account and garbage collector controllers that let tests delete their
 // namespaces. Pod, node and workload controllers are left out: the bed runs
-// no kubelet.
+// no kubelet. kube-apiserver's StorageObjectInUseProtection admission puts
+// kubernetes.io/vac-protection on every VolumeAttributesClass; without its
+// controller a deleted class would never go.
 var kcmControllers = []string{
 	"persistentvolume-binder-controller",
 	"persistentvolume-expander-controller",
 	"persistentvolume-protection-controller",
 	"persistentvolumeclaim-protection-controller",
+	"volumeattributesclass-protection-controller",
 	"namespace-controller",
 	"serviceaccount-controller",
 	"garbage-collector-controller",
