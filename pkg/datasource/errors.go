@@ -27,6 +27,10 @@ type Error struct {
 	// DenialReason is a short label for metrics ("gate_disabled", "no_grant",
 	// "grants_unavailable"), empty unless Kind is Denied.
 	DenialReason string
+	// Undecided is set on a Denied error when grants could not be read:
+	// access was neither allowed nor revoked, so nothing in flight may be
+	// undone and nothing held may be released on its account.
+	Undecided bool
 }
 
 func (e *Error) Error() string { return e.Message }

@@ -127,7 +127,7 @@ func (r *Resolver) Authorize(claim *v1.PersistentVolumeClaim, ref Ref) (string, 
 	d, err := r.Grants.Check(gref)
 	if err != nil {
 		if errors.Is(err, referencegrant.ErrUnavailable) {
-			return "", &Error{Kind: Denied, Reason: events.ReferenceGrantsUnavailable, DenialReason: "grants_unavailable",
+			return "", &Error{Kind: Denied, Reason: events.ReferenceGrantsUnavailable, DenialReason: "grants_unavailable", Undecided: true,
 				Message: fmt.Sprintf("cannot decide whether %s may be used: %v; the claim is retried as soon as "+
 					"ReferenceGrants can be read (install the gateway.networking.k8s.io ReferenceGrant CRD and let "+
 					"the provisioner's service account list and watch referencegrants)", ref, err)}

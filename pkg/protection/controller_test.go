@@ -96,7 +96,7 @@ type fakeGrants struct {
 
 func (g *fakeGrants) Authorize(claim *v1.PersistentVolumeClaim, ref datasource.Ref) (string, error) {
 	if g.unavailable {
-		return "", &datasource.Error{Kind: datasource.Denied, DenialReason: "grants_unavailable", Message: "cannot decide"}
+		return "", &datasource.Error{Kind: datasource.Denied, DenialReason: "grants_unavailable", Undecided: true, Message: "cannot decide"}
 	}
 	if g.denied[claim.Namespace] {
 		return "", &datasource.Error{Kind: datasource.Denied, DenialReason: "no_grant", Message: "no grant"}

@@ -110,7 +110,7 @@ func (c *Controller) inUse(ctx context.Context, key string, ref datasource.Ref) 
 				continue
 			}
 			if _, err := c.cfg.Grants.Authorize(claim, ref); err != nil {
-				if de, ok := datasource.AsError(err); ok && de.DenialReason != "grants_unavailable" {
+				if de, ok := datasource.AsError(err); ok && !de.Undecided {
 					continue // not allowed now: it cannot hold the source
 				}
 			}

@@ -64,7 +64,7 @@ func kindOf(err error) *failure {
 	}
 	if de, ok := datasource.AsError(err); ok {
 		switch {
-		case de.Kind == datasource.Denied && de.Reason == events.ReferenceGrantsUnavailable:
+		case de.Kind == datasource.Denied && de.Undecided:
 			return &failure{kind: undecided, err: err, reason: de.Reason, denial: de.DenialReason}
 		case de.Kind == datasource.Denied:
 			return &failure{kind: refused, err: err, reason: de.Reason, denial: de.DenialReason}

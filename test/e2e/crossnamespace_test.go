@@ -334,16 +334,5 @@ func TestGrantRevokedWhileCreateVolumeInFlight(t *testing.T) {
 	if !deleted {
 		t.Fatalf("the driver was never asked to delete volume %s made under the revoked grant", m[1])
 	}
-	eventually(t, provisionWait, "the volume made under the revoked grant to be gone from the driver", func(context.Context) (bool, string, error) {
-		vols, _, err := csidriver.ReadDataDir(bed.DriverDataDir())
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		for _, v := range vols {
-			if v.Name == calls[0].Name {
-				return false, fmt.Sprintf("volume %s (%s) still exists", v.ID, v.Name), nil
-			}
-		}
-		return true, "", nil
-	})
+	waitBackendVolumeGone(t, calls[0].Name, "made under the revoked grant")
 }
