@@ -79,7 +79,7 @@ var upstreamFlags = []upstreamFlag{
 	{name: "node-deployment-base-delay", def: "20s", missing: "issue 12 (distributed provisioning)"},
 	{name: "node-deployment-max-delay", def: "1m0s", missing: "issue 12 (distributed provisioning)"},
 	// Snapshot source-protection sweep (upstream v6.2.1/v6.3.0).
-	{name: "snapshot-orphan-sweep-interval", def: "5m0s", pending: "issue 9 item 5 (upstream's snapshot finalizer and its sweep)"},
+	{name: "snapshot-orphan-sweep-interval", def: "5m0s"},
 	// Logging.
 	{name: "v", def: "0"},
 	{name: "vmodule", def: ""},

@@ -40,6 +40,7 @@ import (
 	libcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	libmetrics "sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
+	"github.com/crossns/external-provisioner/pkg/access"
 	"github.com/crossns/external-provisioner/pkg/cachesync"
 	"github.com/crossns/external-provisioner/pkg/capacity"
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -77,6 +78,7 @@ var (
 	preventVolumeModeConversion = flag.Bool("prevent-volume-mode-conversion", true, "Refuse to restore a snapshot into another volume mode unless its VolumeSnapshotContent allows it.")
 	enablePprof                 = flag.Bool("enable-pprof", false, "Serve pprof on --http-endpoint under /debug/pprof.")
 	cloningProtectionThreads    = flag.Uint("cloning-protection-threads", 1, "Number of data sources whose protection finalizer is released at once.")
+	snapshotOrphanSweepInterval = flag.Duration("snapshot-orphan-sweep-interval", 5*time.Minute, "How often every VolumeSnapshot carrying the provisioner's source-protection finalizer is checked again, releasing finalizers nothing needs (left by a crash or missed events); 0 turns the sweep off.")
 
 	enableCapacity              = flag.Bool("enable-capacity", false, "Publish CSIStorageCapacity objects with the driver's GetCapacity per StorageClass and topology segment. Needs the env variables NAMESPACE and POD_NAME.")
 	capacityPollInterval        = flag.Duration("capacity-poll-interval", time.Minute, "How often the driver's capacity is asked again.")
@@ -254,7 +256,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	// namespace, one ConfigMap per driver.
 	records := inflight.NewStore(client, sidecarNamespace(), inflight.ConfigMapName(driverName))
 	protectionConfig := protection.Config{DriverName: driverName, Client: client, SnapClient: snapClient,
-		Claims: claimInformer, Records: records, Recorder: recorder}
+		Claims: claimInformer, Records: records, Recorder: recorder, SweepInterval: *snapshotOrphanSweepInterval}
 	if crossNamespace {
 		protectionConfig.Grants = resolver
 	}
@@ -268,7 +270,9 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	// wait for it, and its informers start when it is served.
 	snapshots := snapshotapi.NewWatcher(snapClient, client.Discovery(), 15*time.Minute, logger.WithName("snapshotapi"))
 	resolver.Snapshots = snapshots
+	snapshots.CheckContentsAccess(access.Reviewer{Client: client})
 	snapshots.OnAvailable(protector.SnapshotsAvailable)
+	snapshots.OnContentsCached(protector.ContentsAvailable)
 	var grants *referencegrant.Watcher
 	if crossNamespace {
 		grants = referencegrant.NewWatcher(gatewayClient, client.Discovery(), 15*time.Minute, logger.WithName("referencegrants"))
@@ -304,11 +308,10 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	// VolumeAttributesClasses, read when the gate is on (DisableUnserved
 	// turned it off above if kube-apiserver does not serve the API). The
 	// cache is not waited for: the provisioner asks kube-apiserver for a
-	// class the cache lacks, so it also works under RBAC granting only
-	// "get" on volumeattributesclasses, where the cache never fills.
+	// class the cache lacks (always, under upstream's RBAC: "get" only).
 	var vacs storagelisters.VolumeAttributesClassLister
 	if features.Enabled(features.VolumeAttributesClass) {
-		vacs = factory.Storage().V1().VolumeAttributesClasses().Lister()
+		vacs = provisioner.VolumeAttributesClassLister(ctx, access.Reviewer{Client: client}, factory.Storage().V1().VolumeAttributesClasses())
 	}
 	prov := provisioner.New(provisioner.Config{
 		DriverName:                driverName,

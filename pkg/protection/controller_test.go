@@ -2,7 +2,6 @@ package protection
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
@@ -64,6 +63,7 @@ func newFixture(t *testing.T, withSnapshots bool, objs ...runtime.Object) *fixtu
 	}
 	if withSnapshots {
 		c.SnapshotsAvailable(snapFactory)
+		c.ContentsAvailable(snapFactory)
 		// The test fills the caches itself: they count as synced.
 		c.snapshots.Load().synced = []cache.InformerSynced{func() bool { return true }}
 	}
@@ -104,44 +104,34 @@ func (g *fakeGrants) Authorize(claim *v1.PersistentVolumeClaim, ref datasource.R
 	return "allow", nil
 }
 
-// patch is a finalizer patch the controller sent.
+// patch is a finalizer write the controller sent: an update of the source
+// guarded by the resourceVersion it was read at.
 type patch struct {
 	resource, namespace, name string
 	finalizers                []string
 	resourceVersion           string
 }
 
-// patches returns the patches sent through both clients, checking that each
-// is a merge patch of exactly metadata.finalizers and metadata.resourceVersion.
+// patches returns the finalizer writes sent through both clients, checking
+// that each is an update (the verb upstream's RBAC grants on sources).
 func (f *fixture) patches(t *testing.T) []patch {
 	t.Helper()
 	var out []patch
 	for _, a := range append(f.client.Actions(), f.snapClient.Actions()...) {
-		if a.GetVerb() != "patch" {
+		if a.GetVerb() != "update" {
 			if a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
 				t.Errorf("unexpected write %s %s", a.GetVerb(), a.GetResource().Resource)
 			}
 			continue
 		}
-		pa := a.(clienttesting.PatchAction)
-		if pa.GetPatchType() != types.MergePatchType {
-			t.Errorf("patch type = %s, want %s", pa.GetPatchType(), types.MergePatchType)
+		m, err := meta(a.(clienttesting.UpdateAction).GetObject())
+		if err != nil {
+			t.Fatal(err)
 		}
-		var body struct {
-			Metadata map[string]json.RawMessage `json:"metadata"`
-		}
-		if err := json.Unmarshal(pa.GetPatch(), &body); err != nil {
-			t.Fatalf("decoding patch %s: %v", pa.GetPatch(), err)
-		}
-		if len(body.Metadata) != 2 {
-			t.Errorf("patch %s: want metadata.finalizers and metadata.resourceVersion only", pa.GetPatch())
-		}
-		p := patch{resource: pa.GetResource().Resource, namespace: pa.GetNamespace(), name: pa.GetName()}
-		if err := json.Unmarshal(body.Metadata["finalizers"], &p.finalizers); err != nil || p.finalizers == nil {
-			t.Errorf("patch %s: finalizers must be a list (%v)", pa.GetPatch(), err)
-		}
-		if err := json.Unmarshal(body.Metadata["resourceVersion"], &p.resourceVersion); err != nil {
-			t.Errorf("patch %s: resourceVersion: %v", pa.GetPatch(), err)
+		p := patch{resource: a.GetResource().Resource, namespace: a.GetNamespace(), name: m.GetName(),
+			finalizers: m.GetFinalizers(), resourceVersion: m.GetResourceVersion()}
+		if p.finalizers == nil {
+			p.finalizers = []string{}
 		}
 		out = append(out, p)
 	}
@@ -273,34 +263,34 @@ func TestProtect(t *testing.T) {
 			name:      "claim without finalizers",
 			source:    sourceClaim("prod", "db"),
 			kind:      datasource.ClaimKind,
-			wantPatch: []string{Finalizer}, wantRV: "42",
+			wantPatch: []string{ClaimFinalizer}, wantRV: "42",
 		},
 		{
 			name:      "claim with another finalizer keeps it",
 			source:    sourceClaim("prod", "db", otherFinalizer),
 			kind:      datasource.ClaimKind,
-			wantPatch: []string{otherFinalizer, Finalizer}, wantRV: "42",
+			wantPatch: []string{otherFinalizer, ClaimFinalizer}, wantRV: "42",
 		},
 		{
 			name:   "claim already protected is not written",
-			source: sourceClaim("prod", "db", otherFinalizer, Finalizer),
+			source: sourceClaim("prod", "db", otherFinalizer, ClaimFinalizer),
 			kind:   datasource.ClaimKind,
 		},
 		{
 			name:      "snapshot without finalizers",
 			source:    sourceSnapshot("prod", "nightly"),
 			kind:      datasource.SnapshotKind,
-			wantPatch: []string{Finalizer}, wantRV: "43",
+			wantPatch: []string{SnapshotFinalizer}, wantRV: "43",
 		},
 		{
 			name:      "snapshot with the snapshot controller's finalizer keeps it",
 			source:    sourceSnapshot("prod", "nightly", "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection"),
 			kind:      datasource.SnapshotKind,
-			wantPatch: []string{"snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection", Finalizer}, wantRV: "43",
+			wantPatch: []string{"snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection", SnapshotFinalizer}, wantRV: "43",
 		},
 		{
 			name:   "snapshot already protected is not written",
-			source: sourceSnapshot("prod", "nightly", Finalizer),
+			source: sourceSnapshot("prod", "nightly", SnapshotFinalizer),
 			kind:   datasource.SnapshotKind,
 		},
 	}
@@ -397,32 +387,32 @@ func TestProtectWrites(t *testing.T) {
 			name:   "fan-out: claims restoring one source write once",
 			server: withUID(sourceClaim("prod", "db"), "uid-1"),
 			steps:  []func(*fixture) error{protect(stale), protect(stale), protect(stale)},
-			want:   []patch{{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"}},
+			want:   []patch{{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "42"}},
 		},
 		{
 			name:   "a re-created source of the same name is protected again",
 			server: withUID(sourceClaim("prod", "db"), "uid-2"),
 			steps:  []func(*fixture) error{protect(stale), protect(withUID(sourceClaim("prod", "db"), "uid-2"))},
 			want: []patch{
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "42"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "42"},
 			},
 		},
 		{
 			name:   "released source whose cache still shows the finalizer is protected again",
-			server: withUID(sourceClaim("prod", "db", Finalizer), "uid-1"),
+			server: withUID(sourceClaim("prod", "db", ClaimFinalizer), "uid-1"),
 			steps: []func(*fixture) error{
 				release,
-				protect(withUID(sourceClaim("prod", "db", Finalizer), "uid-1")),
+				protect(withUID(sourceClaim("prod", "db", ClaimFinalizer), "uid-1")),
 			},
 			want: []patch{
 				{"persistentvolumeclaims", "prod", "db", []string{}, "42"},
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "42"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "42"},
 			},
 		},
 		{
 			name:   "release is not repeated while the cache lags",
-			server: withUID(sourceClaim("prod", "db", Finalizer), "uid-1"),
+			server: withUID(sourceClaim("prod", "db", ClaimFinalizer), "uid-1"),
 			steps:  []func(*fixture) error{release, release},
 			want:   []patch{{"persistentvolumeclaims", "prod", "db", []string{}, "42"}},
 		},
@@ -432,16 +422,16 @@ func TestProtectWrites(t *testing.T) {
 			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41"))},
 			conflicts: 1,
 			want: []patch{
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"},
-				{"persistentvolumeclaims", "prod", "db", []string{otherFinalizer, Finalizer}, "57"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "41"},
+				{"persistentvolumeclaims", "prod", "db", []string{otherFinalizer, ClaimFinalizer}, "57"},
 			},
 		},
 		{
 			name:      "conflict: the current source already carries the finalizer",
-			server:    withRV(withUID(sourceClaim("prod", "db", Finalizer), "uid-1"), "57"),
+			server:    withRV(withUID(sourceClaim("prod", "db", ClaimFinalizer), "uid-1"), "57"),
 			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41")), protect(stale)},
 			conflicts: 1,
-			want:      []patch{{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"}},
+			want:      []patch{{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "41"}},
 		},
 		{
 			name:      "conflict twice is returned for a retry",
@@ -449,8 +439,8 @@ func TestProtectWrites(t *testing.T) {
 			steps:     []func(*fixture) error{protect(withRV(withUID(sourceClaim("prod", "db"), "uid-1"), "41"))},
 			conflicts: 2,
 			want: []patch{
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "41"},
-				{"persistentvolumeclaims", "prod", "db", []string{Finalizer}, "57"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "41"},
+				{"persistentvolumeclaims", "prod", "db", []string{ClaimFinalizer}, "57"},
 			},
 			wantErr: true,
 		},
@@ -459,7 +449,7 @@ func TestProtectWrites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, true, tc.server)
 			conflicts := tc.conflicts
-			f.client.PrependReactor("patch", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
+			f.client.PrependReactor("update", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
 				if conflicts == 0 {
 					return false, nil, nil
 				}
@@ -517,8 +507,8 @@ func TestProtectConcurrentFanOut(t *testing.T) {
 				}
 			}
 			got := f.patches(t)
-			if len(got) != 1 || got[0].resource != tc.wantRes || !slices.Equal(got[0].finalizers, []string{Finalizer}) {
-				t.Errorf("patches = %+v, want one adding %s to the %s", got, Finalizer, tc.wantRes)
+			if len(got) != 1 || got[0].resource != tc.wantRes || !slices.Equal(got[0].finalizers, []string{FinalizerOf(kind)}) {
+				t.Errorf("patches = %+v, want one adding %s to the %s", got, FinalizerOf(kind), tc.wantRes)
 			}
 		})
 	}

@@ -52,7 +52,7 @@ func (c *Controller) enqueueIfHeld(obj any) {
 // heldContents returns the contents this sidecar holds for snapshot ns/name.
 func (c *Controller) heldContents(ns, name string) []*snapshotv1.VolumeSnapshotContent {
 	caches := c.snapshots.Load()
-	if caches == nil {
+	if caches == nil || caches.contentIndex == nil {
 		return nil
 	}
 	objs, _ := caches.contentIndex.ByIndex(heldIndex, ns+"/"+name)
@@ -73,6 +73,9 @@ func (c *Controller) holdContent(ctx context.Context, claim *v1.PersistentVolume
 	caches := c.snapshots.Load()
 	if !ok || caches == nil || snap.Status == nil || snap.Status.BoundVolumeSnapshotContentName == nil {
 		return nil
+	}
+	if caches.contents == nil {
+		return nil // contents are not cached (RBAC): snapshotapi said so once
 	}
 	content, err := caches.contents.Get(*snap.Status.BoundVolumeSnapshotContentName)
 	if apierrors.IsNotFound(err) {

@@ -140,7 +140,7 @@ func TestHoldForbiddenWarnsOnce(t *testing.T) {
 // here so the backend snapshot goes as its owner asked.
 func TestReleaseContent(t *testing.T) {
 	held := map[string]string{HeldPolicyAnnotation: "Delete"}
-	deletingSnap := boundSnapshot("prod", "nightly", "c1", Finalizer)
+	deletingSnap := boundSnapshot("prod", "nightly", "c1", SnapshotFinalizer)
 	deletingSnap.DeletionTimestamp = &metav1.Time{}
 	tests := []struct {
 		name       string
@@ -150,7 +150,7 @@ func TestReleaseContent(t *testing.T) {
 		wantNoop   bool
 	}{
 		{name: "snapshot still there: policy back, content kept",
-			objs:       []runtime.Object{boundSnapshot("prod", "nightly", "c1", Finalizer), content("c1", "prod", "nightly", "Retain", held)},
+			objs:       []runtime.Object{boundSnapshot("prod", "nightly", "c1", SnapshotFinalizer), content("c1", "prod", "nightly", "Retain", held)},
 			wantPolicy: "Delete"},
 		{name: "snapshot being deleted: policy back, content deleted",
 			objs:       []runtime.Object{deletingSnap, content("c1", "prod", "nightly", "Retain", held)},
@@ -201,7 +201,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // TestNoReleaseFromUnsyncedSnapshotCache: a held content seen before the
 // snapshot cache is full must not be taken for one whose snapshot is gone.
 func TestNoReleaseFromUnsyncedSnapshotCache(t *testing.T) {
-	f := newFixture(t, true, boundSnapshot("prod", "nightly", "c1", Finalizer),
+	f := newFixture(t, true, boundSnapshot("prod", "nightly", "c1", SnapshotFinalizer),
 		content("c1", "prod", "nightly", "Retain", map[string]string{HeldPolicyAnnotation: "Delete"}))
 	f.c.snapshots.Load().synced = []cache.InformerSynced{func() bool { return false }}
 	if err := f.c.sync(context.Background(), "VolumeSnapshot/prod/nightly"); err == nil {

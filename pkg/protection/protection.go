@@ -24,6 +24,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
@@ -31,7 +32,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -44,10 +47,35 @@ import (
 	"github.com/crossns/external-provisioner/pkg/keylock"
 )
 
-// Finalizer keeps a source from being deleted while a claim is provisioned
-// from it. The name is the upstream sidecar's, so sources protected before a
-// switch of image are released by this one.
-const Finalizer = "provisioner.storage.kubernetes.io/cloning-protection"
+// The finalizers that keep a source from being deleted while a claim is
+// provisioned from it. The names are upstream external-provisioner's
+// (v6.1.1+), so sources it protected before a switch of image are released
+// by this sidecar, and back.
+const (
+	// ClaimFinalizer is on a source PersistentVolumeClaim.
+	ClaimFinalizer = "provisioner.storage.kubernetes.io/cloning-protection"
+	// SnapshotFinalizer is on a source VolumeSnapshot. It is not
+	// external-snapshotter's "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection".
+	SnapshotFinalizer = "provisioner.storage.kubernetes.io/volumesnapshot-as-source-protection"
+)
+
+// FinalizerOf returns the finalizer of a source of kind (datasource.ClaimKind
+// or datasource.SnapshotKind); "" for any other kind.
+func FinalizerOf(kind string) string {
+	switch kind {
+	case datasource.ClaimKind:
+		return ClaimFinalizer
+	case datasource.SnapshotKind:
+		return SnapshotFinalizer
+	}
+	return ""
+}
+
+// hasFinalizer reports whether m carries the finalizer of kind.
+func hasFinalizer(m metav1.Object, kind string) bool {
+	f := FinalizerOf(kind)
+	return f != "" && slices.Contains(m.GetFinalizers(), f)
+}
 
 // SourceIndex indexes claims by the source they name (datasource.Ref.Key),
 // across namespaces.
@@ -95,6 +123,12 @@ type Config struct {
 	Records Records
 	// Recorder tells a claim once when the content hold is not allowed.
 	Recorder record.EventRecorder
+	// SweepInterval is how often every VolumeSnapshot carrying
+	// SnapshotFinalizer (and every held content) is looked at again, so a
+	// finalizer whose last event was missed (a crash, a sidecar that was not
+	// running) is released: upstream's --snapshot-orphan-sweep-interval.
+	// 0 turns the sweep off; informer events and resyncs still release.
+	SweepInterval time.Duration
 }
 
 // Controller adds protection on demand (Protect) and removes it when no
@@ -122,6 +156,8 @@ type Controller struct {
 	holdForbidden atomic.Bool
 }
 
+// snapshotCaches are replaced whole, never changed: contents and
+// contentIndex are nil while contents are not cached.
 type snapshotCaches struct {
 	snapshots    snapshotlisters.VolumeSnapshotLister
 	contents     snapshotlisters.VolumeSnapshotContentLister
@@ -178,13 +214,10 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// SnapshotsAvailable registers on the snapshot informers; call it before the
-// factory starts (snapshotapi.Watcher.OnAvailable does).
+// SnapshotsAvailable registers on the VolumeSnapshot informer; call it
+// before the factory starts (snapshotapi.Watcher.OnAvailable does).
 func (c *Controller) SnapshotsAvailable(f snapinformers.SharedInformerFactory) {
-	snaps, contents := f.Snapshot().V1().VolumeSnapshots(), f.Snapshot().V1().VolumeSnapshotContents()
-	if err := contents.Informer().AddIndexers(cache.Indexers{heldIndex: indexHeldBySnapshot}); err != nil {
-		utilruntimeError(err, "indexing held VolumeSnapshotContents")
-	}
+	snaps := f.Snapshot().V1().VolumeSnapshots()
 	_, err := snaps.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.enqueueIfProtected(obj, datasource.SnapshotKind) },
 		UpdateFunc: func(_, cur any) {
@@ -196,16 +229,36 @@ func (c *Controller) SnapshotsAvailable(f snapinformers.SharedInformerFactory) {
 	if err != nil {
 		utilruntimeError(err, "watching VolumeSnapshots")
 	}
-	_, err = contents.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	c.snapshots.Store(&snapshotCaches{
+		snapshots: snaps.Lister(),
+		synced:    []cache.InformerSynced{snaps.Informer().HasSynced},
+	})
+}
+
+// ContentsAvailable registers on the VolumeSnapshotContent informer once the
+// sidecar may cache contents (snapshotapi.Watcher.OnContentsCached), after
+// SnapshotsAvailable. Until then snapshot contents are not held: with
+// upstream's ClusterRole (get and list on contents) nothing could be.
+func (c *Controller) ContentsAvailable(f snapinformers.SharedInformerFactory) {
+	contents := f.Snapshot().V1().VolumeSnapshotContents()
+	if err := contents.Informer().AddIndexers(cache.Indexers{heldIndex: indexHeldBySnapshot}); err != nil {
+		utilruntimeError(err, "indexing held VolumeSnapshotContents")
+	}
+	_, err := contents.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueueIfHeld,
 		UpdateFunc: func(_, cur any) { c.enqueueIfHeld(cur) },
 	})
 	if err != nil {
 		utilruntimeError(err, "watching VolumeSnapshotContents")
 	}
+	prev := c.snapshots.Load()
+	if prev == nil {
+		utilruntimeError(fmt.Errorf("contents before snapshots"), "wiring VolumeSnapshotContents")
+		return
+	}
 	c.snapshots.Store(&snapshotCaches{
-		snapshots: snaps.Lister(), contents: contents.Lister(), contentIndex: contents.Informer().GetIndexer(),
-		synced: []cache.InformerSynced{snaps.Informer().HasSynced, contents.Informer().HasSynced},
+		snapshots: prev.snapshots, contents: contents.Lister(), contentIndex: contents.Informer().GetIndexer(),
+		synced: append(slices.Clone(prev.synced), contents.Informer().HasSynced),
 	})
 }
 
@@ -250,7 +303,7 @@ func (c *Controller) enqueueClaimSource(obj any) {
 // behind by a crash (or by the upstream sidecar) is released too.
 func (c *Controller) enqueueIfProtected(obj any, kind string) {
 	m, err := meta(obj)
-	if err != nil || !slices.Contains(m.GetFinalizers(), Finalizer) {
+	if err != nil || !hasFinalizer(m, kind) {
 		return
 	}
 	c.queue.Add(kind + "/" + m.GetNamespace() + "/" + m.GetName())
@@ -261,7 +314,7 @@ func (c *Controller) enqueueIfProtected(obj any, kind string) {
 // added back by anyone is honoured.
 func (c *Controller) forgetRelease(obj any, kind string) {
 	m, err := meta(obj)
-	if err != nil || slices.Contains(m.GetFinalizers(), Finalizer) {
+	if err != nil || hasFinalizer(m, kind) {
 		return
 	}
 	c.mu.Lock()
@@ -293,7 +346,10 @@ func (c *Controller) forget(obj any, kind string) {
 // Holds reports whether protection holds source (the finalizer is on it):
 // a source being deleted stays usable by claims already waiting on it.
 func (c *Controller) Holds(source metav1.Object) bool {
-	return slices.Contains(source.GetFinalizers(), Finalizer)
+	if _, ok := source.(*v1.PersistentVolumeClaim); ok {
+		return hasFinalizer(source, datasource.ClaimKind)
+	}
+	return hasFinalizer(source, datasource.SnapshotKind)
 }
 
 // Protect protects the source of claim before CreateVolume: the finalizer,
@@ -327,24 +383,23 @@ func (c *Controller) Protect(ctx context.Context, claim *v1.PersistentVolumeClai
 	return nil
 }
 
-// addFinalizer adds Finalizer unless the cache shows it (and this process did
-// not just remove it: the cache may not show that yet).
+// addFinalizer adds the kind's finalizer unless the cache shows it (and this
+// process did not just remove it: the cache may not show that yet).
 func (c *Controller) addFinalizer(ctx context.Context, kind, key string, m metav1.Object) error {
 	c.mu.Lock()
 	_, released := c.released[key]
 	c.mu.Unlock()
-	if !released && slices.Contains(m.GetFinalizers(), Finalizer) {
+	if !released && hasFinalizer(m, kind) {
 		return nil
 	}
 	// The cached list may still hold the finalizer this process removed.
-	fins := append(withoutFinalizer(m.GetFinalizers()), Finalizer)
-	err := c.patchFinalizers(ctx, kind, m.GetNamespace(), m.GetName(), m.GetResourceVersion(), fins)
+	fin := FinalizerOf(kind)
+	err := c.writeFinalizers(ctx, kind, m, append(without(m.GetFinalizers(), fin), fin))
 	if apierrors.IsConflict(err) {
 		// The cache was stale: read the source once and try again.
 		var fresh metav1.Object
-		if fresh, err = c.get(ctx, kind, m.GetNamespace(), m.GetName()); err == nil && !slices.Contains(fresh.GetFinalizers(), Finalizer) {
-			fins = append(slices.Clone(fresh.GetFinalizers()), Finalizer)
-			err = c.patchFinalizers(ctx, kind, fresh.GetNamespace(), fresh.GetName(), fresh.GetResourceVersion(), fins)
+		if fresh, err = c.get(ctx, kind, m.GetNamespace(), m.GetName()); err == nil && !hasFinalizer(fresh, kind) {
+			err = c.writeFinalizers(ctx, kind, fresh, append(slices.Clone(fresh.GetFinalizers()), fin))
 		}
 	}
 	return err
@@ -374,14 +429,49 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
-	logger.V(2).Info("Source protection controller started", "workers", workers)
+	logger.V(2).Info("Source protection controller started", "workers", workers, "sweepInterval", c.cfg.SweepInterval)
 	for range workers {
 		go func() {
 			for c.processNext(ctx) {
 			}
 		}()
 	}
+	if c.cfg.SweepInterval > 0 {
+		go wait.UntilWithContext(ctx, func(ctx context.Context) { c.Sweep(ctx) }, c.cfg.SweepInterval)
+	}
 	<-ctx.Done()
+}
+
+// Sweep queues every VolumeSnapshot in the cache that carries
+// SnapshotFinalizer or has a held content, for sync to release what nothing
+// uses any more. It returns how many were queued (0 while the snapshot API
+// is not served).
+func (c *Controller) Sweep(ctx context.Context) int {
+	caches := c.snapshots.Load()
+	if caches == nil || !caches.hasSynced() {
+		return 0
+	}
+	snaps, err := caches.snapshots.List(labels.Everything())
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Sweeping VolumeSnapshots for orphaned finalizers")
+		return 0
+	}
+	keys := map[string]struct{}{}
+	for _, s := range snaps {
+		if hasFinalizer(s, datasource.SnapshotKind) {
+			keys[datasource.SnapshotKind+"/"+s.Namespace+"/"+s.Name] = struct{}{}
+		}
+	}
+	if caches.contentIndex != nil {
+		for _, k := range caches.contentIndex.ListIndexFuncValues(heldIndex) {
+			keys[datasource.SnapshotKind+"/"+k] = struct{}{}
+		}
+	}
+	for k := range keys {
+		c.queue.Add(k)
+	}
+	klog.FromContext(ctx).V(4).Info("Swept VolumeSnapshots for orphaned finalizers", "queued", len(keys))
+	return len(keys)
 }
 
 // processNext handles one key: Done always; Forget on success so backoff
@@ -401,9 +491,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// withoutFinalizer returns a copy of fins without Finalizer.
-func withoutFinalizer(fins []string) []string {
-	return slices.DeleteFunc(slices.Clone(fins), func(f string) bool { return f == Finalizer })
+// without returns a copy of fins without fin.
+func without(fins []string, fin string) []string {
+	return slices.DeleteFunc(slices.Clone(fins), func(f string) bool { return f == fin })
 }
 
 func meta(obj any) (metav1.Object, error) {

@@ -37,20 +37,20 @@ func TestSyncReleasesSource(t *testing.T) {
 		{
 			name:           "claim source no claim names any more is released",
 			key:            claimKey,
-			objs:           []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+			objs:           []runtime.Object{sourceClaim("prod", "db", ClaimFinalizer)},
 			wantFinalizers: []string{}, wantRV: "42",
 		},
 		{
 			name:           "other finalizers stay",
 			key:            claimKey,
-			objs:           []runtime.Object{sourceClaim("prod", "db", otherFinalizer, Finalizer, "kubernetes.io/pvc-protection")},
+			objs:           []runtime.Object{sourceClaim("prod", "db", otherFinalizer, ClaimFinalizer, "kubernetes.io/pvc-protection")},
 			wantFinalizers: []string{otherFinalizer, "kubernetes.io/pvc-protection"}, wantRV: "42",
 		},
 		{
 			name: "pending clone in another namespace keeps the claim protected",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db"),
 			},
 		},
@@ -58,7 +58,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "pending clone in the source's namespace keeps it protected",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("prod", "copy", pvc, "prod", "db"),
 			},
 		},
@@ -66,7 +66,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "one pending clone among finished ones keeps it protected",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "done", pvc, "prod", "db", bound),
 				user("qa", "gone", pvc, "prod", "db", deleting),
 				user("staging", "copy", pvc, "prod", "db"),
@@ -76,7 +76,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "bound clones do not keep it",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db", bound),
 				user("prod", "copy", pvc, "prod", "db", bound),
 			},
@@ -86,7 +86,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "pending clone being deleted does not keep it",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db", deleting),
 			},
 			wantFinalizers: []string{}, wantRV: "42",
@@ -95,7 +95,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "lost clone does not keep it",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db", func(c *v1.PersistentVolumeClaim) { c.Status.Phase = v1.ClaimLost }),
 			},
 			wantFinalizers: []string{}, wantRV: "42",
@@ -104,7 +104,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "pending claims naming other sources do not keep it",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "a", pvc, "prod", "other"),  // another name
 				user("dev", "b", pvc, "dev", "db"),      // same name, another namespace
 				user("dev", "c", snap, "prod", "db"),    // same name, another kind
@@ -125,14 +125,14 @@ func TestSyncReleasesSource(t *testing.T) {
 		{
 			name:           "snapshot source no claim names any more is released",
 			key:            snapKey,
-			objs:           []runtime.Object{sourceSnapshot("prod", "nightly", otherFinalizer, Finalizer)},
+			objs:           []runtime.Object{sourceSnapshot("prod", "nightly", otherFinalizer, SnapshotFinalizer)},
 			wantFinalizers: []string{otherFinalizer}, wantRV: "43",
 		},
 		{
 			name: "pending restore in another namespace keeps the snapshot protected",
 			key:  snapKey,
 			objs: []runtime.Object{
-				sourceSnapshot("prod", "nightly", Finalizer),
+				sourceSnapshot("prod", "nightly", SnapshotFinalizer),
 				user("dev", "copy", snap, "prod", "nightly"),
 			},
 		},
@@ -140,7 +140,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "bound restore does not keep the snapshot",
 			key:  snapKey,
 			objs: []runtime.Object{
-				sourceSnapshot("prod", "nightly", Finalizer),
+				sourceSnapshot("prod", "nightly", SnapshotFinalizer),
 				user("dev", "copy", snap, "prod", "nightly", bound),
 			},
 			wantFinalizers: []string{}, wantRV: "43",
@@ -155,7 +155,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			key:   claimKey,
 			setup: func(f *fixture) { f.grants.denied["evil"] = true },
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("evil", "pin", pvc, "prod", "db"),
 				user("dev", "copy", pvc, "prod", "db", bound),
 			},
@@ -166,7 +166,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			key:   claimKey,
 			setup: func(f *fixture) { f.grants.denied["dev"] = true },
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db"),
 			},
 			wantFinalizers: []string{}, wantRV: "42",
@@ -176,7 +176,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			key:   claimKey,
 			setup: func(f *fixture) { f.grants.unavailable = true },
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("dev", "copy", pvc, "prod", "db"),
 			},
 		},
@@ -184,7 +184,7 @@ func TestSyncReleasesSource(t *testing.T) {
 			name: "a claim of another driver cannot hold the source",
 			key:  claimKey,
 			objs: []runtime.Object{
-				sourceClaim("prod", "db", Finalizer),
+				sourceClaim("prod", "db", ClaimFinalizer),
 				user("prod", "copy", pvc, "prod", "db", func(c *v1.PersistentVolumeClaim) {
 					c.Annotations["volume.kubernetes.io/storage-provisioner"] = "other.csi.k8s.io"
 				}),
@@ -195,12 +195,12 @@ func TestSyncReleasesSource(t *testing.T) {
 			name:  "a recorded call in flight holds the source after its claim is gone",
 			key:   claimKey,
 			setup: func(f *fixture) { f.c.cfg.Records = holdsAll{} },
-			objs:  []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+			objs:  []runtime.Object{sourceClaim("prod", "db", ClaimFinalizer)},
 		},
 		{
 			name:          "snapshot source without the snapshot API",
 			key:           snapKey,
-			objs:          []runtime.Object{sourceSnapshot("prod", "nightly", Finalizer)},
+			objs:          []runtime.Object{sourceSnapshot("prod", "nightly", SnapshotFinalizer)},
 			noSnapshotAPI: true,
 		},
 		{
@@ -210,7 +210,7 @@ func TestSyncReleasesSource(t *testing.T) {
 		{
 			name: "malformed key",
 			key:  "PersistentVolumeClaim/db",
-			objs: []runtime.Object{sourceClaim("prod", "db", Finalizer)},
+			objs: []runtime.Object{sourceClaim("prod", "db", ClaimFinalizer)},
 		},
 	}
 	for _, tc := range tests {
@@ -261,9 +261,9 @@ func TestProcessNext(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, true, sourceClaim("prod", "db", Finalizer))
+			f := newFixture(t, true, sourceClaim("prod", "db", ClaimFinalizer))
 			if tc.patchErr != nil {
-				f.client.PrependReactor("patch", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
+				f.client.PrependReactor("update", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
 					return true, nil, tc.patchErr
 				})
 			}
@@ -309,12 +309,12 @@ func TestEnqueue(t *testing.T) {
 		},
 		{
 			name: "protected claim, e.g. left behind by a crash",
-			call: func(c *Controller) { c.enqueueIfProtected(sourceClaim("prod", "db", Finalizer), pvc) },
+			call: func(c *Controller) { c.enqueueIfProtected(sourceClaim("prod", "db", ClaimFinalizer), pvc) },
 			want: []string{"PersistentVolumeClaim/prod/db"},
 		},
 		{
 			name: "protected snapshot",
-			call: func(c *Controller) { c.enqueueIfProtected(sourceSnapshot("prod", "nightly", Finalizer), snap) },
+			call: func(c *Controller) { c.enqueueIfProtected(sourceSnapshot("prod", "nightly", SnapshotFinalizer), snap) },
 			want: []string{"VolumeSnapshot/prod/nightly"},
 		},
 		{
@@ -343,7 +343,7 @@ func TestEnqueue(t *testing.T) {
 // without the finalizer, a finalizer added back by anyone else (e.g. the
 // upstream sidecar during an image switch) is released again when unused.
 func TestFinalizerAddedBackAfterRelease(t *testing.T) {
-	f := newFixture(t, true, sourceClaim("prod", "db", Finalizer))
+	f := newFixture(t, true, sourceClaim("prod", "db", ClaimFinalizer))
 	const key = "PersistentVolumeClaim/prod/db"
 	ctx := context.Background()
 	if err := f.c.sync(ctx, key); err != nil {
@@ -352,7 +352,7 @@ func TestFinalizerAddedBackAfterRelease(t *testing.T) {
 	// The informer catches up: the finalizer is gone.
 	f.c.forgetRelease(sourceClaim("prod", "db"), datasource.ClaimKind)
 	// Someone adds it back; the cache shows it.
-	back := sourceClaim("prod", "db", Finalizer)
+	back := sourceClaim("prod", "db", ClaimFinalizer)
 	back.ResourceVersion = "2"
 	if err := f.c.claimIndex.Update(back); err != nil {
 		t.Fatal(err)
@@ -369,3 +369,64 @@ func TestFinalizerAddedBackAfterRelease(t *testing.T) {
 type holdsAll struct{}
 
 func (holdsAll) HoldsSource(string) bool { return true }
+
+// TestSweep: the periodic sweep (--snapshot-orphan-sweep-interval) queues
+// every snapshot carrying the finalizer, including one upstream's sidecar
+// left, and every snapshot with a held content — nothing else; sync then
+// releases them as for any event.
+func TestSweep(t *testing.T) {
+	held := map[string]string{HeldPolicyAnnotation: "Delete"}
+	tests := []struct {
+		name string
+		objs []runtime.Object
+		want []string
+	}{
+		{name: "nothing protected", objs: []runtime.Object{sourceSnapshot("prod", "a", otherFinalizer)}},
+		{
+			name: "finalizer left by upstream or a crash",
+			objs: []runtime.Object{sourceSnapshot("prod", "a", SnapshotFinalizer), sourceSnapshot("dev", "b", otherFinalizer)},
+			want: []string{"VolumeSnapshot/prod/a"},
+		},
+		{
+			name: "held content of a deleted snapshot",
+			objs: []runtime.Object{content("c1", "prod", "gone", "Retain", held), content("c2", "prod", "free", "Delete", nil)},
+			want: []string{"VolumeSnapshot/prod/gone"},
+		},
+		{
+			name: "the claim finalizer on a snapshot is not ours",
+			objs: []runtime.Object{sourceSnapshot("prod", "a", ClaimFinalizer)},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true, tc.objs...)
+			if got := f.c.Sweep(context.Background()); got != len(tc.want) {
+				t.Errorf("Sweep() = %d, want %d", got, len(tc.want))
+			}
+			var got []string
+			for f.c.queue.Len() > 0 {
+				k, _ := f.c.queue.Get()
+				got = append(got, k)
+				f.c.queue.Done(k)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("queued %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSweepReleasesUpstreamFinalizer: a snapshot an upstream sidecar left
+// with its finalizer, and no claim waiting, is released by one sweep.
+func TestSweepReleasesUpstreamFinalizer(t *testing.T) {
+	f := newFixture(t, true, sourceSnapshot("prod", "nightly", "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection", SnapshotFinalizer))
+	f.c.Sweep(context.Background())
+	if !f.c.processNext(context.Background()) {
+		t.Fatal("processNext() = false")
+	}
+	want := []string{"snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection"}
+	if got := f.storedFinalizers(t, datasource.SnapshotKind, "prod", "nightly"); !slices.Equal(got, want) {
+		t.Errorf("finalizers = %q, want %q", got, want)
+	}
+}

@@ -21,6 +21,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/discovery"
 	"k8s.io/klog/v2"
+
+	"github.com/crossns/external-provisioner/pkg/access"
 )
 
 const (
@@ -87,6 +89,20 @@ type Watcher struct {
 	// logged is the last reason logged, so each is logged once (Probe's
 	// goroutine only).
 	logged string
+
+	// access, when set, decides whether contents may be cached
+	// (CheckContentsAccess); recheck is how often it is asked again.
+	access  access.Checker
+	recheck time.Duration
+	// warnedAccess: the missing rule was logged (Run's goroutine only).
+	warnedAccess bool
+	// contentCallbacks wait for the content informer (guarded by mu).
+	contentCallbacks []func(snapinformers.SharedInformerFactory)
+	// contentsCached is set once the content informer is registered.
+	contentsCached atomic.Bool
+	// cachedContents and contentsSynced are the content informer's (mu).
+	cachedContents snapshotlisters.VolumeSnapshotContentLister
+	contentsSynced func() bool
 }
 
 // NewWatcher returns a Watcher that reads snapshots with client and asks
@@ -97,6 +113,7 @@ func NewWatcher(client snapclientset.Interface, discoveryClient discovery.Discov
 		discovery: discoveryClient,
 		resync:    resync,
 		interval:  DefaultProbeInterval,
+		recheck:   DefaultAccessRecheck,
 		logger:    logger,
 		notServed: fmt.Errorf("%w: the API server has not been asked yet", ErrNotServed),
 	}
@@ -122,12 +139,15 @@ func (w *Watcher) OnAvailable(fn func(snapinformers.SharedInformerFactory)) {
 // Listers returns the VolumeSnapshot and VolumeSnapshotContent listers once
 // their caches have synced. Before that the error wraps ErrNotServed (with
 // what to do) or ErrNotSynced.
+//
+// The content lister reads from kube-apiserver (Get only) while RBAC does not
+// allow caching contents (CheckContentsAccess).
 func (w *Watcher) Listers() (snapshotlisters.VolumeSnapshotLister, snapshotlisters.VolumeSnapshotContentLister, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.synced.Load() {
 		return w.snapshots, w.contents, nil
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.factory != nil {
 		return nil, nil, ErrNotSynced
 	}
@@ -156,6 +176,9 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 		if w.Probe(ctx) {
+			if !w.contentsCached.Load() {
+				w.recheckContents(ctx)
+			}
 			return
 		}
 		timer.Reset(w.interval)
@@ -246,16 +269,23 @@ func (w *Watcher) setNotServed(discoveryErr error) {
 // start creates the factory with both informers, hands it to the callbacks
 // registered so far and starts it.
 func (w *Watcher) start(ctx context.Context) snapinformers.SharedInformerFactory {
+	cacheContents := w.mayCacheContents(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	factory := snapinformers.NewSharedInformerFactory(w.client, w.resync)
 	// Asking for the informers registers them, so Start runs them.
 	w.snapshots = factory.Snapshot().V1().VolumeSnapshots().Lister()
-	w.contents = factory.Snapshot().V1().VolumeSnapshotContents().Lister()
 	for _, fn := range w.callbacks {
 		fn(factory)
 	}
 	w.callbacks = nil
+	// Content callbacks run after the others: they extend what those set up.
+	if cacheContents {
+		w.registerContents(factory)
+		w.contents = w.cachedContents
+	} else {
+		w.contents = directContents{client: w.client}
+	}
 	w.factory, w.stop = factory, ctx.Done()
 	factory.Start(ctx.Done())
 	w.logger.V(2).Info("Started VolumeSnapshot informers", "groupVersion", GroupVersion)

@@ -31,6 +31,8 @@ type state struct {
 	// ProvisionerArgs are the extra flags the sidecar runs with now.
 	ProvisionerArgs []string `json:"provisionerArgs"`
 	DriverArgs      []string `json:"driverArgs"`
+	// ProvisionerRBAC is the RBAC the sidecar is bound to now (Options).
+	ProvisionerRBAC string `json:"provisionerRBAC,omitempty"`
 }
 
 // Cluster is a running (or starting) test bed.

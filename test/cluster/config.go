@@ -79,6 +79,10 @@ type Options struct {
 	ProvisionerArgs []string
 	// DriverArgs are extra test driver flags (CLUSTER_DRIVER_ARGS), e.g. --topology.
 	DriverArgs []string
+	// ProvisionerRBAC names the RBAC the sidecar runs with
+	// (CLUSTER_PROVISIONER_RBAC): "" or "deploy" for deploy/kubernetes,
+	// "upstream" for upstream external-provisioner v6.3.0's rules.
+	ProvisionerRBAC string
 	// ToolCacheDir is the root of the tool cache (CLUSTER_TOOLS_CACHE).
 	ToolCacheDir string
 }
@@ -108,6 +112,10 @@ func OptionsFromEnv() (Options, error) {
 	}
 	o.ProvisionerArgs = strings.Fields(os.Getenv("CLUSTER_PROVISIONER_ARGS"))
 	o.DriverArgs = strings.Fields(os.Getenv("CLUSTER_DRIVER_ARGS"))
+	o.ProvisionerRBAC = os.Getenv("CLUSTER_PROVISIONER_RBAC")
+	if _, err := RBACManifestFor(o.ProvisionerRBAC); err != nil {
+		return Options{}, err
+	}
 	if o.ToolCacheDir, err = toolCacheRoot(); err != nil {
 		return Options{}, err
 	}

@@ -66,6 +66,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		WithProvisioner: opts.WithProvisioner,
 		ProvisionerArgs: opts.ProvisionerArgs,
 		DriverArgs:      opts.DriverArgs,
+		ProvisionerRBAC: opts.ProvisionerRBAC,
 	}
 	if err := c.buildRepoBinaries(ctx); err != nil {
 		return nil, err

@@ -35,6 +35,8 @@ Environment:
   CLUSTER_PROVISIONER=none        start the bed without the csi-provisioner sidecar
   CLUSTER_PROVISIONER_ARGS="..."  extra sidecar flags
   CLUSTER_DRIVER_ARGS="..."       extra test driver flags (e.g. --topology=zone=a)
+  CLUSTER_PROVISIONER_RBAC=upstream  bind the sidecar to upstream external-provisioner
+                                  v6.3.0's RBAC (test/cluster/testdata) instead of deploy/kubernetes'
   CLUSTER_ETCD_PORT (23790) CLUSTER_ETCD_PEER_PORT (23800) CLUSTER_APISERVER_PORT (16443)
   CLUSTER_KCM_PORT (20257) CLUSTER_PROVISIONER_HTTP_PORT (28080) CLUSTER_DRIVER_CONTROL_PORT (28090)
   CLUSTER_TOOLS_CACHE             tool cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/csi-provisioner-testbed)
