@@ -55,7 +55,8 @@ func (r Ref) IsSnapshot() bool { return r.Group == SnapshotGroup && r.Kind == Sn
 func (r Ref) IsClaim() bool { return r.Group == "" && r.Kind == ClaimKind }
 
 // Handled reports whether this sidecar provisions from such a source. Other
-// kinds belong to volume populators and must be left alone, silently.
+// kinds belong to volume populators: nothing is resolved or protected for
+// them, and the provisioner only tells the claim a populator is expected.
 func (r Ref) Handled() bool { return r.IsSnapshot() || r.IsClaim() }
 
 // CrossNamespace reports whether the source lives outside the claim's namespace.

@@ -18,6 +18,15 @@ const (
 	// ProvisionedFromSource: the volume was provisioned from a data source; the
 	// message names the source and, across namespaces, the grant.
 	ProvisionedFromSource = "ProvisionedFromDataSource"
+	// ProvisioningFailed: the claim cannot be provisioned as it is, and no
+	// retry changes that (spec.selector is set); the message says what to do.
+	// The provision loop sends other failures under the same reason.
+	ProvisioningFailed = "ProvisioningFailed"
+	// ExternalPopulatorExpected (Normal): dataSourceRef names a kind this
+	// sidecar does not provision from, so a volume populator is expected to
+	// provision the claim. The reason is upstream's, "Provisioning", so that
+	// filters written for upstream keep working.
+	ExternalPopulatorExpected = "Provisioning"
 	// SnapshotHoldForbidden: RBAC does not let the sidecar hold the source
 	// snapshot's VolumeSnapshotContent at Retain while it restores; the
 	// restore goes on, unprotected against the snapshot's deletion. Sent once.

@@ -1,7 +1,6 @@
 package provisioner
 
 import (
-	"context"
 	"errors"
 	"reflect"
 	"testing"
@@ -193,31 +192,44 @@ func TestSourceProtectionFails(t *testing.T) {
 	}
 }
 
-func TestShouldProvision(t *testing.T) {
+// TestPopulatorClaimGetsEvent: a claim whose dataSourceRef names a kind this
+// sidecar does not provision from is left to its volume populator, and its
+// user is told so with upstream's Normal "Provisioning" Event; nothing is
+// created, and the loop stops (IgnoredError) instead of retrying.
+func TestPopulatorClaimGetsEvent(t *testing.T) {
 	tests := []struct {
 		name  string
 		claim func(*v1.PersistentVolumeClaim)
-		want  bool
+		// wantWords are in the Event's message; none: no Event, a volume.
+		wantWords []string
 	}{
-		{name: "no data source", claim: func(*v1.PersistentVolumeClaim) {}, want: true},
-		{name: "snapshot", claim: fromSnapshot("", "nightly"), want: true},
-		{name: "claim", claim: fromClaim("", "src"), want: true},
-		{name: "snapshot in another namespace", claim: fromSnapshot("prod", "nightly"), want: true},
-		{name: "claim in another namespace", claim: fromClaim("prod", "src"), want: true},
-		{name: "populator kind", claim: withSourceRef("backup.example.com", "Backup", "", "monday"), want: false},
-		{name: "populator kind in another namespace", claim: withSourceRef("backup.example.com", "Backup", "prod", "monday"), want: false},
-		{name: "VolumeSnapshot kind of another group", claim: withSourceRef("backup.example.com", "VolumeSnapshot", "", "nightly"), want: false},
-		{name: "core kind that is no claim", claim: withSourceRef("", "ConfigMap", "", "seed"), want: false},
+		{name: "no data source is provisioned", claim: func(*v1.PersistentVolumeClaim) {}},
+		{name: "populator kind", claim: withSourceRef("backup.example.com", "Backup", "", "monday"),
+			wantWords: []string{"Backup.backup.example.com dev/monday", "external volume populator"}},
+		{name: "populator kind in another namespace", claim: withSourceRef("backup.example.com", "Backup", "prod", "monday"),
+			wantWords: []string{"Backup.backup.example.com prod/monday", "external volume populator"}},
+		{name: "VolumeSnapshot kind of another group", claim: withSourceRef("backup.example.com", "VolumeSnapshot", "", "nightly"),
+			wantWords: []string{"VolumeSnapshot.backup.example.com dev/nightly"}},
+		{name: "core kind that is no claim", claim: withSourceRef("", "ConfigMap", "", "seed"),
+			wantWords: []string{"ConfigMap dev/seed", "external volume populator"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			claim := newClaim("dev", "data", tc.claim)
-			if got := e.p.ShouldProvision(context.Background(), claim); got != tc.want {
-				t.Errorf("ShouldProvision = %v, want %v", got, tc.want)
+			pv, state, err := e.provision(newClaim("dev", "data", tc.claim), newClass(nil))
+			if tc.wantWords == nil {
+				assertErr(t, err, "")
+				if pv == nil {
+					t.Fatal("got no PV")
+				}
+				e.assertEvents(t)
+				return
 			}
-			e.assertEvents(t)
+			if pv != nil || state != controller.ProvisioningFinished || !isIgnored(err) {
+				t.Fatalf("got PV %v, state %s, err %v; want no PV, Finished, IgnoredError", pv, state, err)
+			}
 			e.assertNoCreate(t)
+			e.assertEvents(t, claimEvent(v1.EventTypeNormal, events.ExternalPopulatorExpected, tc.wantWords...))
 		})
 	}
 }

@@ -86,22 +86,29 @@ func TestNeverFinishedWhileACallMayRun(t *testing.T) {
 	}
 }
 
-// TestTopologyFailureAfterTimeoutSettles: the same rule for a topology error.
-func TestTopologyFailureAfterTimeoutSettles(t *testing.T) {
+// TestTopologyFailureAfterTimeoutRepeatsTheCall: a call in flight is not
+// ended by topology that cannot be computed any more (node label removed,
+// node or CSINode deleted): the retry repeats the recorded call, whose volume
+// may exist already, and the claim gets it.
+func TestTopologyFailureAfterTimeoutRepeatsTheCall(t *testing.T) {
 	e := newEnv(t)
 	e.csi.script = []createFunc{createFails(codes.DeadlineExceeded), createOK()}
+	e.p.PluginCaps = map[csi.PluginCapability_Service_Type]bool{csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS: true}
+	e.p.Topology = &scriptedTopology{script: []topoAnswer{{req: zoneRequirement("a")}}}
 	claim, class := newClaim("dev", "data"), newClass(nil)
 	if _, state, _ := e.provision(claim, class); state != controller.ProvisioningInBackground {
 		t.Fatalf("first attempt: state %s, want InBackground", state)
 	}
 	e.p.Topology = failingTopology{}
-	e.p.PluginCaps = map[csi.PluginCapability_Service_Type]bool{csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS: true}
-	_, state, err := e.provision(claim, class)
-	if state != controller.ProvisioningFinished {
-		t.Fatalf("state %s, want Finished after settling (err %v)", state, err)
+	pv, state, err := e.provision(claim, class)
+	if pv == nil || state != controller.ProvisioningFinished || err != nil {
+		t.Fatalf("got PV %v, state %s, err %v; want the PV of the recorded call", pv, state, err)
 	}
-	if got := e.csi.deletedIDs(); !equalStrings(got, []string{"vol-" + pvName}) {
-		t.Errorf("deleted %v, want the volume of the timed-out call", got)
+	if len(e.csi.creates) != 2 || !protoEqual(e.csi.creates[0], e.csi.creates[1]) {
+		t.Errorf("want the recorded request repeated once, got %v", e.csi.creates)
+	}
+	if got := e.csi.deletedIDs(); len(got) != 0 {
+		t.Errorf("deleted %v, want nothing", got)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
+	"github.com/crossns/external-provisioner/pkg/events"
 	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/keylock"
 	"github.com/crossns/external-provisioner/pkg/metrics"
@@ -85,19 +86,22 @@ type Config struct {
 	Claims corelisters.PersistentVolumeClaimLister
 }
 
-// Provisioner implements controller.Provisioner, BlockProvisioner, Qualifier
-// and DeletionGuard.
+// Provisioner implements controller.Provisioner, BlockProvisioner and
+// DeletionGuard. It is no Qualifier: claims a volume populator serves reach
+// Provision, which tells their users a populator is expected, as upstream does.
 type Provisioner struct {
 	Config
 	// claimLocks keeps Provision and Settle of one claim from overlapping.
 	claimLocks keylock.Map[types.UID]
 	deleted    deletedVolumes
+	// topologies keeps each claim's accessibility requirements until its
+	// provisioning ends (topology.go).
+	topologies topologyMemo
 }
 
 var (
 	_ controller.Provisioner      = &Provisioner{}
 	_ controller.BlockProvisioner = &Provisioner{}
-	_ controller.Qualifier        = &Provisioner{}
 	_ controller.DeletionGuard    = &Provisioner{}
 )
 
@@ -112,13 +116,6 @@ func New(cfg Config) *Provisioner {
 // SupportsBlock: every CSI driver can be asked; the driver refuses block
 // capabilities it does not support.
 func (p *Provisioner) SupportsBlock(context.Context) bool { return true }
-
-// ShouldProvision leaves claims whose dataSourceRef names another kind to
-// their volume populator, without an Event: that is their normal path.
-func (p *Provisioner) ShouldProvision(_ context.Context, claim *v1.PersistentVolumeClaim) bool {
-	ref, ok := datasource.RefOf(claim)
-	return !ok || ref.Handled()
-}
 
 // Provision creates the volume for a claim and returns its PV. The order is
 // the safety argument: every check that can refuse the claim (class, source,
@@ -137,13 +134,25 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		if _, err := p.settle(ctx, claim.UID); err != nil {
 			return nil, controller.ProvisioningInBackground, fmt.Errorf("claim was deleted while CreateVolume was running: %w", err)
 		}
+		p.topologies.forget(claim.UID)
 		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: "claim was deleted"}
+	}
+	if ref, ok := datasource.RefOf(claim); ok && !ref.Handled() {
+		// A volume populator's claim: it provisions the volume (through a
+		// claim of its own) and binds it to this one.
+		msg := populatorMessage(ref)
+		p.Recorder.Event(claim, v1.EventTypeNormal, events.ExternalPopulatorExpected, msg)
+		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: msg}
 	}
 	pv, src, err := p.provision(ctx, opts, start)
 	if err != nil {
 		state, err := p.finish(ctx, claim, err)
+		if state == controller.ProvisioningFinished || state == controller.ProvisioningReschedule {
+			p.topologies.forget(claim.UID)
+		}
 		return nil, state, err
 	}
+	p.topologies.forget(claim.UID)
 	p.recordProvenance(claim, pv, src)
 	logger.V(2).Info("Provisioned", "pv", pv.Name, "volumeHandle", pv.Spec.CSI.VolumeHandle, "source", sourceLabel(src))
 	return pv, controller.ProvisioningFinished, nil
@@ -153,6 +162,11 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 // that reached the driver are counted in the provisioning metrics.
 func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOptions, start time.Time) (*v1.PersistentVolume, *datasource.Source, error) {
 	claim, class := opts.PVC, opts.StorageClass
+	if claim.Spec.Selector != nil {
+		return nil, nil, unsupportedClaim("the claim has spec.selector, and dynamic provisioning cannot satisfy a label selector: " +
+			"a volume it creates has no labels to match. Create the claim again without spec.selector (the field cannot be changed) " +
+			"to have a volume provisioned, or create a PersistentVolume whose labels match the selector for the claim to bind to")
+	}
 	req, refs, err := p.buildRequest(claim, class, opts.PVName)
 	if err != nil {
 		return nil, nil, fail(invalid, err)
@@ -169,10 +183,8 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 	if src != nil {
 		req.VolumeContentSource = src.Content
 	}
-	if p.Topology != nil && p.PluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] {
-		if req.AccessibilityRequirements, err = p.Topology.Requirements(class, opts.SelectedNode, claim.Name); err != nil {
-			return nil, src, fail(invalid, fmt.Errorf("topology: %w", err))
-		}
+	if req.AccessibilityRequirements, err = p.requirements(claim, class, opts.SelectedNode); err != nil {
+		return nil, src, err // typed in topology.go
 	}
 	secretRef := refs[provisionerSecret]
 	if secretRef != nil {
@@ -302,6 +314,18 @@ func checkCapacity(requested, got int64) (int64, error) {
 			resource.NewQuantity(got, resource.BinarySI), resource.NewQuantity(requested, resource.BinarySI))
 	}
 	return got, nil
+}
+
+// populatorMessage tells the user of a claim whose dataSourceRef names a kind
+// this sidecar does not provision from what it waits for.
+func populatorMessage(ref datasource.Ref) string {
+	kind := ref.Kind
+	if ref.Group != "" {
+		kind += "." + ref.Group
+	}
+	return fmt.Sprintf("dataSourceRef names %s %s/%s, a kind this provisioner does not provision from: "+
+		"assuming an external volume populator provisions the volume; if none is installed for %s, the claim stays Pending",
+		kind, ref.Namespace, ref.Name, kind)
 }
 
 func sourceLabel(src *datasource.Source) string {

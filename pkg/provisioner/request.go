@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -49,24 +50,32 @@ func capacityRange(claim *v1.PersistentVolumeClaim) (*csi.CapacityRange, error) 
 	return cr, nil
 }
 
-// volumeCapabilities maps the claim's access modes and volume mode to CSI.
-// Block volumes carry no file system; mount volumes carry the fstype and the
-// class's mount options.
+// volumeCapabilities maps the claim's access modes and volume mode to CSI:
+// one capability per access mode, in the claim's order, all with the same
+// access type, as upstream sends them. The driver must support every one of
+// them (CSI CreateVolume), so a claim with ReadWriteOnce and ReadWriteMany
+// gets a volume usable both ways, not one merged mode. Block volumes carry no
+// file system; mount volumes carry the fstype and the class's mount options.
 func volumeCapabilities(claim *v1.PersistentVolumeClaim, fsType string, mountOptions []string, singleNodeMultiWriter bool) ([]*csi.VolumeCapability, error) {
 	if len(claim.Spec.AccessModes) == 0 {
 		return nil, fmt.Errorf("claim has no access modes: set spec.accessModes")
 	}
-	mode, err := accessmodes.ToCSIAccessMode(claim.Spec.AccessModes, singleNodeMultiWriter)
-	if err != nil {
-		return nil, fmt.Errorf("access modes %v: %w", claim.Spec.AccessModes, err)
+	block := datasource.ModeOf(claim.Spec.VolumeMode) == v1.PersistentVolumeBlock
+	caps := make([]*csi.VolumeCapability, 0, len(claim.Spec.AccessModes))
+	for _, m := range claim.Spec.AccessModes {
+		mode, err := accessmodes.ToCSIAccessMode([]v1.PersistentVolumeAccessMode{m}, singleNodeMultiWriter)
+		if err != nil {
+			return nil, fmt.Errorf("access mode %s: %w", m, err)
+		}
+		c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
+		if block {
+			c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
+		} else {
+			c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType, MountFlags: slices.Clone(mountOptions)}}
+		}
+		caps = append(caps, c)
 	}
-	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
-	if datasource.ModeOf(claim.Spec.VolumeMode) == v1.PersistentVolumeBlock {
-		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
-	} else {
-		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType, MountFlags: mountOptions}}
-	}
-	return []*csi.VolumeCapability{c}, nil
+	return caps, nil
 }
 
 // ValidateNaming checks --volume-name-prefix and --volume-name-uuid-length at

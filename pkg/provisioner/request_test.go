@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -30,6 +31,10 @@ func assertRefused(t *testing.T, e *env, pv *v1.PersistentVolume, state controll
 	e.assertEvents(t)
 }
 
+// TestAccessModeToCSI: CreateVolume gets one capability per access mode of
+// the claim, in the claim's order (as upstream sends them), never one merged
+// mode: a driver asked for ReadWriteOnce and ReadWriteMany must make a volume
+// that supports both.
 func TestAccessModeToCSI(t *testing.T) {
 	const (
 		snw  = csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER
@@ -38,26 +43,31 @@ func TestAccessModeToCSI(t *testing.T) {
 		mnro = csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
 		mnmw = csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER
 	)
+	type csiMode = csi.VolumeCapability_AccessMode_Mode
 	tests := []struct {
 		name string
 		// modes of the claim
 		modes []v1.PersistentVolumeAccessMode
 		// singleNodeMultiWriter: the driver has SINGLE_NODE_MULTI_WRITER
 		singleNodeMultiWriter bool
-		want                  csi.VolumeCapability_AccessMode_Mode
+		want                  []csiMode
 		wantErr               string
 	}{
-		{name: "RWO", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, want: snw},
-		{name: "RWO, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, singleNodeMultiWriter: true, want: snmw},
-		{name: "ROX", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany}, want: mnro},
-		{name: "ROX, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany}, singleNodeMultiWriter: true, want: mnro},
-		{name: "RWX", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}, want: mnmw},
-		{name: "RWX and RWO: RWX wins", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadWriteMany}, want: mnmw},
-		{name: "RWX, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}, singleNodeMultiWriter: true, want: mnmw},
-		{name: "RWOP", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod}, want: snw},
-		{name: "RWOP, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod}, singleNodeMultiWriter: true, want: snsw},
-		{name: "RWOP with another mode", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod, v1.ReadWriteOnce}, wantErr: "ReadWriteOncePod"},
-		{name: "ROX with RWO", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany, v1.ReadWriteOnce}, wantErr: "ReadOnlyMany and ReadWriteOnce"},
+		{name: "RWO", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, want: []csiMode{snw}},
+		{name: "RWO, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, singleNodeMultiWriter: true, want: []csiMode{snmw}},
+		{name: "ROX", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany}, want: []csiMode{mnro}},
+		{name: "ROX, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany}, singleNodeMultiWriter: true, want: []csiMode{mnro}},
+		{name: "RWX", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}, want: []csiMode{mnmw}},
+		{name: "RWX, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}, singleNodeMultiWriter: true, want: []csiMode{mnmw}},
+		{name: "RWO and RWX: one capability each", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadWriteMany}, want: []csiMode{snw, mnmw}},
+		{name: "RWX and RWO: the claim's order", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany, v1.ReadWriteOnce}, want: []csiMode{mnmw, snw}},
+		{name: "ROX and RWO: both asked, the driver decides", modes: []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany, v1.ReadWriteOnce}, want: []csiMode{mnro, snw}},
+		{name: "three modes, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany},
+			singleNodeMultiWriter: true, want: []csiMode{snmw, mnro, mnmw}},
+		{name: "RWOP", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod}, want: []csiMode{snw}},
+		{name: "RWOP, driver with SINGLE_NODE_MULTI_WRITER", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod}, singleNodeMultiWriter: true, want: []csiMode{snsw}},
+		// kube-apiserver refuses such claims; mapped mode by mode, as upstream.
+		{name: "RWOP with another mode", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod, v1.ReadWriteOnce}, want: []csiMode{snw, snw}},
 		{name: "no access modes", modes: nil, wantErr: "set spec.accessModes"},
 	}
 	for _, tc := range tests {
@@ -72,14 +82,14 @@ func TestAccessModeToCSI(t *testing.T) {
 				return
 			}
 			assertErr(t, err, "")
-			caps := e.onlyCreate(t).VolumeCapabilities
-			if len(caps) != 1 {
-				t.Fatalf("got %d volume capabilities, want 1", len(caps))
+			var got []csiMode
+			for _, c := range e.onlyCreate(t).VolumeCapabilities {
+				got = append(got, c.GetAccessMode().GetMode())
 			}
-			if got := caps[0].GetAccessMode().GetMode(); got != tc.want {
-				t.Errorf("CSI access mode = %s, want %s", got, tc.want)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("CSI access modes = %v, want %v", got, tc.want)
 			}
-			if got := pv.Spec.AccessModes; len(got) != len(tc.modes) {
+			if got := pv.Spec.AccessModes; !slices.Equal(got, tc.modes) {
 				t.Errorf("PV access modes = %v, want the claim's %v", got, tc.modes)
 			}
 		})
@@ -93,6 +103,8 @@ func TestVolumeCapabilityAccessType(t *testing.T) {
 		params        map[string]string
 		mountOptions  []string
 		defaultFSType string
+		// modes of the claim; nil: ReadWriteOnce
+		modes []v1.PersistentVolumeAccessMode
 		// wantMount is nil for a block volume
 		wantMount *csi.VolumeCapability_MountVolume
 		// wantPVFSType is the PV's spec.csi.fsType
@@ -109,22 +121,35 @@ func TestVolumeCapabilityAccessType(t *testing.T) {
 			wantMount: &csi.VolumeCapability_MountVolume{MountFlags: []string{"noatime", "nodiratime"}}},
 		{name: "block has no fstype", volumeMode: ptrMode(v1.PersistentVolumeBlock), params: map[string]string{"csi.storage.k8s.io/fstype": "xfs"}, defaultFSType: "ext4"},
 		{name: "block has no mount flags", volumeMode: ptrMode(v1.PersistentVolumeBlock), mountOptions: []string{"noatime"}},
+		{name: "every mode's capability mounts alike", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadOnlyMany, v1.ReadWriteMany},
+			params: map[string]string{"csi.storage.k8s.io/fstype": "xfs"}, mountOptions: []string{"noatime"},
+			wantMount: &csi.VolumeCapability_MountVolume{FsType: "xfs", MountFlags: []string{"noatime"}}, wantPVFSType: "xfs"},
+		{name: "every mode's capability is block", modes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce, v1.ReadWriteMany},
+			volumeMode: ptrMode(v1.PersistentVolumeBlock), mountOptions: []string{"noatime"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.p.DefaultFSType = tc.defaultFSType
 			claim := newClaim("dev", "data", func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = tc.volumeMode })
+			if tc.modes != nil {
+				withModes(tc.modes...)(claim)
+			}
 			class := newClass(tc.params, func(c *storagev1.StorageClass) { c.MountOptions = tc.mountOptions })
 			pv, _, err := e.provision(claim, class)
 			assertErr(t, err, "")
-			c := e.onlyCreate(t).VolumeCapabilities[0]
-			if tc.wantMount == nil {
-				if c.GetBlock() == nil || c.GetMount() != nil {
-					t.Errorf("capability = %v, want block access without mount", c)
+			caps := e.onlyCreate(t).VolumeCapabilities
+			if len(caps) != len(claim.Spec.AccessModes) {
+				t.Fatalf("got %d volume capabilities, want one per access mode (%d)", len(caps), len(claim.Spec.AccessModes))
+			}
+			for i, c := range caps {
+				if tc.wantMount == nil {
+					if c.GetBlock() == nil || c.GetMount() != nil {
+						t.Errorf("capability %d = %v, want block access without mount", i, c)
+					}
+				} else if !proto.Equal(c.GetMount(), tc.wantMount) {
+					t.Errorf("capability %d mount = %v, want %v", i, c.GetMount(), tc.wantMount)
 				}
-			} else if !proto.Equal(c.GetMount(), tc.wantMount) {
-				t.Errorf("mount = %v, want %v", c.GetMount(), tc.wantMount)
 			}
 			if pv.Spec.CSI.FSType != tc.wantPVFSType {
 				t.Errorf("PV fsType = %q, want %q", pv.Spec.CSI.FSType, tc.wantPVFSType)

@@ -38,13 +38,18 @@ const (
 	// undecided: grants cannot be read, so access is neither allowed nor
 	// revoked. Like refused, except that a call in flight stays in flight.
 	undecided
+	// unsupported: the claim asks for something dynamic provisioning cannot
+	// give, in a field that cannot change (spec.selector). Retrying never
+	// helps: one Warning Event, and the loop stops (IgnoredError).
+	unsupported
 )
 
 // failure is an error with its kind.
 type failure struct {
 	kind failureKind
 	err  error
-	// reason is the Event reason of refused and undecided failures.
+	// reason is the Event reason of refused, undecided and unsupported
+	// failures.
 	reason string
 	// denial is the metrics label of refused and undecided failures.
 	denial string
@@ -54,6 +59,12 @@ func (f *failure) Error() string { return f.err.Error() }
 func (f *failure) Unwrap() error { return f.err }
 
 func fail(kind failureKind, err error) error { return &failure{kind: kind, err: err} }
+
+// unsupportedClaim is the failure of a claim that can never be provisioned
+// as it is; msg says what to do instead.
+func unsupportedClaim(msg string) error {
+	return &failure{kind: unsupported, err: errors.New(msg), reason: events.ProvisioningFailed}
+}
 
 // kindOf returns the kind of err. Data source errors carry their own kind;
 // anything untyped is transient.
@@ -129,6 +140,10 @@ func (p *Provisioner) finish(ctx context.Context, claim *v1.PersistentVolumeClai
 	switch f.kind {
 	case reschedule:
 		return controller.ProvisioningReschedule, err
+	case unsupported:
+		klog.FromContext(ctx).V(2).Info("Claim cannot be provisioned", "reason", f.reason, "message", f.err.Error())
+		p.Recorder.Event(claim, v1.EventTypeWarning, f.reason, f.err.Error())
+		return controller.ProvisioningFinished, &controller.IgnoredError{Reason: f.err.Error()}
 	case refused, undecided:
 		reason, msg, denial := f.reason, f.err.Error(), f.denial
 		if deleted != "" {

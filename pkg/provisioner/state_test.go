@@ -8,7 +8,10 @@ import (
 
 	"google.golang.org/grpc/codes"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"github.com/crossns/external-provisioner/pkg/events"
 )
 
 // TestCreateVolumeErrorState checks how each failure of CreateVolume tells
@@ -99,6 +102,44 @@ func TestRetryAfterBackground(t *testing.T) {
 			if r, ok := e.p.Records.Get(claim.UID); !ok || r.PVName != pvName {
 				t.Errorf("after success the call's record is %+v (found %v), want it kept for PV %s", r, ok, pvName)
 			}
+		})
+	}
+}
+
+// TestSelectorClaimIsRefused: dynamic provisioning cannot satisfy a label
+// selector, and spec.selector cannot change, so such a claim gets one Warning
+// Event saying what to do and the loop stops (IgnoredError): no CreateVolume,
+// no retries. Upstream refuses every claim whose selector is set, even an
+// empty one.
+func TestSelectorClaimIsRefused(t *testing.T) {
+	tests := []struct {
+		name     string
+		selector *metav1.LabelSelector
+		// late: the claim waits for first consumer and has a selected node
+		late bool
+	}{
+		{name: "matchLabels", selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}},
+		{name: "matchExpressions", selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"gold", "silver"}}}}},
+		{name: "empty selector", selector: &metav1.LabelSelector{}},
+		{name: "with a selected node: not rescheduled", selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}}, late: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			claim := newClaim("dev", "data", func(c *v1.PersistentVolumeClaim) { c.Spec.Selector = tc.selector })
+			var selected *v1.Node
+			if tc.late {
+				selected = &v1.Node{}
+				selected.Name = "node-a"
+			}
+			pv, state, err := e.provisionOn(claim, newClass(nil), selected)
+			if pv != nil || state != controller.ProvisioningFinished || !isIgnored(err) {
+				t.Fatalf("got PV %v, state %s, err %v; want no PV, Finished, IgnoredError", pv, state, err)
+			}
+			e.assertNoCreate(t)
+			e.assertEvents(t, claimEvent(v1.EventTypeWarning, events.ProvisioningFailed,
+				"spec.selector", "dynamic provisioning cannot satisfy a label selector", "without spec.selector", "PersistentVolume whose labels match"))
 		})
 	}
 }

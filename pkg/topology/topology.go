@@ -5,6 +5,7 @@
 package topology
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
@@ -32,6 +34,31 @@ type Builder struct {
 	Immediate bool
 	Nodes     corelisters.NodeLister
 	CSINodes  storagelisters.CSINodeLister
+}
+
+// NodeMissingError says that the node the scheduler selected has no Node or
+// no CSINode object: it was deleted, or the driver's node plugin has not
+// registered there. Another node may do, so callers give the claim back to
+// the scheduler rather than fail it.
+type NodeMissingError struct {
+	// Node is the selected node's name.
+	Node string
+	// Kind is the missing object's kind: "Node" or "CSINode".
+	Kind string
+}
+
+func (e *NodeMissingError) Error() string {
+	if e.Kind == "CSINode" {
+		return fmt.Sprintf("CSINode %q does not exist: the driver's node plugin has not registered on the selected node", e.Node)
+	}
+	return fmt.Sprintf("%s %q does not exist: the selected node was deleted", e.Kind, e.Node)
+}
+
+// IsNodeMissing reports whether err says the selected node's Node or CSINode
+// is missing.
+func IsNodeMissing(err error) bool {
+	var nm *NodeMissingError
+	return errors.As(err, &nm)
 }
 
 // Requirements returns nil when nothing constrains where the volume goes.
@@ -53,7 +80,16 @@ func (b *Builder) Requirements(class *storagev1.StorageClass, selected *v1.Node,
 	return &csi.TopologyRequirement{Requisite: toCSI(segments), Preferred: toCSI(rotate(segments, claimName))}, nil
 }
 
-func (b *Builder) forSelectedNode(node *v1.Node, allowed []map[string]string) (*csi.TopologyRequirement, error) {
+func (b *Builder) forSelectedNode(selected *v1.Node, allowed []map[string]string) (*csi.TopologyRequirement, error) {
+	// The cache's copy, not the one handed over: it may be newer (labels),
+	// or gone (the node was deleted since the scheduler picked it).
+	node, err := b.Nodes.Get(selected.Name)
+	if apierrors.IsNotFound(err) {
+		return nil, &NodeMissingError{Node: selected.Name, Kind: "Node"}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Node %q: %w", selected.Name, err)
+	}
 	keys, err := b.topologyKeys(node.Name)
 	if err != nil {
 		return nil, err
@@ -106,6 +142,9 @@ func (b *Builder) Segments() ([]map[string]string, error) {
 // topologyKeys are the keys the driver reports on a node's CSINode.
 func (b *Builder) topologyKeys(node string) ([]string, error) {
 	cn, err := b.CSINodes.Get(node)
+	if apierrors.IsNotFound(err) {
+		return nil, &NodeMissingError{Node: node, Kind: "CSINode"}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading CSINode %q: %w", node, err)
 	}

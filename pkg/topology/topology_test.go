@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 	"strings"
@@ -168,8 +169,11 @@ func TestRequirements(t *testing.T) {
 		// empty drops every node and CSINode from the caches.
 		empty bool
 
-		wantNil       bool
-		wantErr       string
+		wantNil bool
+		wantErr string
+		// wantMissing: the error says the selected node's Node or CSINode is
+		// missing (the caller reschedules)
+		wantMissing   bool
 		wantRequisite []seg
 		// wantPreferred exactly; when nil with wantRotated, preferred must be
 		// a rotation of requisite.
@@ -260,9 +264,16 @@ func TestRequirements(t *testing.T) {
 			wantErr:  `node "node-bare" has no label "topology.kubernetes.io/zone"`,
 		},
 		{
-			name:     "selected node without CSINode",
-			selected: "node-x",
-			wantErr:  `reading CSINode "node-x"`,
+			name:        "selected node without CSINode",
+			selected:    "node-x",
+			wantErr:     `CSINode "node-x" does not exist`,
+			wantMissing: true,
+		},
+		{
+			name:        "selected node deleted since the scheduler picked it",
+			selected:    "gone",
+			wantErr:     `Node "gone" does not exist`,
+			wantMissing: true,
 		},
 		{
 			name:     "selected node where the driver reports no keys",
@@ -289,6 +300,9 @@ func TestRequirements(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Requirements() error = %v, want one containing %q", err, tc.wantErr)
+				}
+				if got := IsNodeMissing(fmt.Errorf("wrapped: %w", err)); got != tc.wantMissing {
+					t.Errorf("IsNodeMissing(%v) = %v, want %v", err, got, tc.wantMissing)
 				}
 				return
 			}
@@ -408,5 +422,35 @@ func TestRequirementsDoNotShareSegments(t *testing.T) {
 	got.Requisite[0].Segments[zone] = "changed"
 	if p := got.Preferred[0].Segments; !maps.Equal(p, seg{zone: "a"}) {
 		t.Errorf("preferred segment = %v after changing requisite, want it unchanged", p)
+	}
+}
+
+// TestSelectedNodeReadFromCache: the selected node's labels come from the
+// builder's cache, not from the copy handed over with the claim, which may
+// predate a label the driver's topology key needs.
+func TestSelectedNodeReadFromCache(t *testing.T) {
+	tests := []struct {
+		name string
+		// handed is the node object passed in; the cache has zone "b"
+		handed  map[string]string
+		wantSeg seg
+	}{
+		{name: "handed copy without the label", handed: map[string]string{}, wantSeg: seg{zone: "b"}},
+		{name: "handed copy with an old value", handed: map[string]string{zone: "a"}, wantSeg: seg{zone: "b"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := cluster{nodes: map[string]map[string]string{"node-b": {zone: "b"}}, csiNodes: map[string][]string{"node-b": {zone}}}
+			b := w.builder(t)
+			b.Strict = true
+			handed := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b", Labels: tc.handed}}
+			got, err := b.Requirements(&storagev1.StorageClass{}, handed, "pvc-1")
+			if err != nil {
+				t.Fatalf("Requirements() error = %v", err)
+			}
+			if req := segments(got.GetRequisite()); !reflect.DeepEqual(req, []seg{tc.wantSeg}) {
+				t.Errorf("requisite = %v, want %v", req, []seg{tc.wantSeg})
+			}
+		})
 	}
 }
