@@ -20,7 +20,6 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/connection"
 	"github.com/kubernetes-csi/csi-lib-utils/leaderelection"
-	csimetrics "github.com/kubernetes-csi/csi-lib-utils/metrics"
 	"github.com/kubernetes-csi/csi-lib-utils/rpc"
 	"github.com/kubernetes-csi/csi-lib-utils/standardflags"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
@@ -160,23 +159,28 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	}
 	logger.Info("Kubernetes client config", "source", source)
 	restConfig.QPS, restConfig.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
-	csiMetrics := csimetrics.NewCSIMetricsManagerForSidecar("")
+	csiMetrics := metrics.NewCSIMetricsManager()
 	registry := csiMetrics.GetRegistry()
 	apiRequests := metrics.NewAPIRequests(registry)
 
 	mainConfig := rest.CopyConfig(restConfig)
-	mainConfig.Wrap(apiRequests.Wrap("main"))
+	mainConfig.Wrap(apiRequests.Wrap(metrics.ClientMain))
 	crdConfig := rest.CopyConfig(mainConfig) // CRDs speak JSON only
 	mainConfig.ContentType = "application/vnd.kubernetes.protobuf"
 	eventsConfig := rest.CopyConfig(restConfig)
-	eventsConfig.Wrap(apiRequests.Wrap("events"))
+	eventsConfig.Wrap(apiRequests.Wrap(metrics.ClientEvents))
 	eventsConfig.ContentType = mainConfig.ContentType
 	// CSIStorageCapacity objects get a client of their own, as upstream:
 	// publishing for many classes and segments never spends the PV budget.
 	capacityConfig := rest.CopyConfig(restConfig)
-	capacityConfig.Wrap(apiRequests.Wrap("capacity"))
+	capacityConfig.Wrap(apiRequests.Wrap(metrics.ClientCapacity))
 	capacityConfig.ContentType = mainConfig.ContentType
 	capacityConfig.QPS, capacityConfig.Burst = float32(*kubeAPICapacityQPS), *kubeAPICapacityBurst
+	// Leader election gets a client of its own, as upstream: a main client
+	// throttled by a burst of claims never delays renewing the Lease.
+	leaderElectionConfig := rest.CopyConfig(restConfig)
+	leaderElectionConfig.Wrap(apiRequests.Wrap(metrics.ClientLeaderElection))
+	leaderElectionConfig.ContentType = mainConfig.ContentType
 
 	client, err := kubernetes.NewForConfig(mainConfig)
 	if err != nil {
@@ -296,6 +300,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		if err != nil {
 			return err
 		}
+		registry.CustomMustRegister(capacityCtrl.Metrics())
 	}
 
 	var topo provisioner.TopologyBuilder
@@ -412,7 +417,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		endpoint = cfg.MetricsAddress
 	}
 	if endpoint != "" {
-		csiMetrics.RegisterToServer(mux, cfg.MetricsPath)
+		mux.Handle(cfg.MetricsPath, metrics.Handler(registry))
 		if *enablePprof {
 			csiMetrics.RegisterPprofToServer(mux)
 		}
@@ -422,7 +427,11 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		runAsLeader(ctx)
 		return nil
 	}
-	le := leaderelection.NewLeaderElection(client, strings.ReplaceAll(driverName, "/", "-"), runAsLeader)
+	leaderElectionClient, err := kubernetes.NewForConfig(leaderElectionConfig)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client for leader election: %w", err)
+	}
+	le := leaderelection.NewLeaderElection(leaderElectionClient, strings.ReplaceAll(driverName, "/", "-"), runAsLeader)
 	if endpoint != "" {
 		le.PrepareHealthCheck(mux, leaderelection.DefaultHealthCheckTimeout)
 	}
@@ -484,7 +493,6 @@ func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.Cl
 		Namespace:        namespace,
 		Owner:            owner,
 		ImmediateBinding: *capacityForImmediateBinding,
-		DefaultFSType:    *defaultFSType,
 		PollInterval:     *capacityPollInterval,
 		Classes:          factory.Storage().V1().StorageClasses(),
 		Capacities:       capacityFactory.Storage().V1().CSIStorageCapacities(),

@@ -42,10 +42,6 @@ const (
 
 	// byKeyIndex indexes published objects by class and segment.
 	byKeyIndex = "classSegment"
-	// reservedPrefix marks StorageClass parameters meant for the sidecar,
-	// never passed to the driver.
-	reservedPrefix = "csi.storage.k8s.io/"
-	fsTypeParam    = reservedPrefix + "fstype"
 )
 
 // CSI is the part of the CSI controller service the publisher calls;
@@ -76,12 +72,11 @@ type Config struct {
 	// without one (never garbage collected).
 	Owner *metav1.OwnerReference
 	// Topology lists segments; nil when the driver has no
-	// VOLUME_ACCESSIBILITY_CONSTRAINTS: one object per class, no nodeTopology.
+	// VOLUME_ACCESSIBILITY_CONSTRAINTS: one object per class, with an empty
+	// nodeTopology (every node).
 	Topology Segments
 	// ImmediateBinding also publishes for classes with Immediate binding.
 	ImmediateBinding bool
-	// DefaultFSType is used when a class names no fstype (--default-fstype).
-	DefaultFSType string
 	// PollInterval is how often every capacity is asked again.
 	PollInterval time.Duration
 
@@ -274,14 +269,16 @@ func segmentID(s map[string]string) string {
 	return sb.String()
 }
 
-// keyOf is the class and segment an object publishes. An object whose
-// nodeTopology is not one of ours (match expressions, or an empty selector)
-// gets a segment no resync produces, so it is deleted.
+// keyOf is the class and segment an object publishes: match labels are a
+// segment, an empty selector (every node) is the segment of a driver without
+// topology, as upstream publishes it too. An object whose nodeTopology is not
+// of these forms (match expressions, or none: no node, as this sidecar
+// published without topology before 0.1) gets a segment no resync produces,
+// so it is deleted; nodeTopology is immutable, so a replacement is created.
 func keyOf(sc *storagev1.CSIStorageCapacity) key {
 	k := key{class: sc.StorageClassName}
 	switch t := sc.NodeTopology; {
-	case t == nil:
-	case len(t.MatchExpressions) > 0 || len(t.MatchLabels) == 0:
+	case t == nil || len(t.MatchExpressions) > 0:
 		k.segment = "foreign:" + sc.Name
 	default:
 		k.segment = segmentID(t.MatchLabels)

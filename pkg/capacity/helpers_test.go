@@ -73,8 +73,8 @@ func nodeIn(name, z string) (*v1.Node, *storagev1.CSINode) {
 		}
 }
 
-// published returns an object as this sidecar publishes it; z == "" means
-// no nodeTopology.
+// published returns an object as this sidecar (and upstream) publishes it;
+// z == "" means no topology: an empty nodeTopology, every node.
 func published(name, className, z, size string) *storagev1.CSIStorageCapacity {
 	sc := &storagev1.CSIStorageCapacity{
 		ObjectMeta: metav1.ObjectMeta{
@@ -83,9 +83,10 @@ func published(name, className, z, size string) *storagev1.CSIStorageCapacity {
 		},
 		StorageClassName: className,
 		Capacity:         ptrQ(size),
+		NodeTopology:     &metav1.LabelSelector{},
 	}
 	if z != "" {
-		sc.NodeTopology = &metav1.LabelSelector{MatchLabels: map[string]string{zone: z}}
+		sc.NodeTopology.MatchLabels = map[string]string{zone: z}
 	}
 	return sc
 }
@@ -174,7 +175,8 @@ func (f *fixture) syncAll(t *testing.T) {
 }
 
 // objects lists what a user would see with kubectl, as
-// "class zone capacity [max]" sorted.
+// "class zone capacity [max]" sorted; zone "-" is an empty nodeTopology
+// (every node), "none" a missing one (no node).
 func (f *fixture) objects(t *testing.T) []string {
 	t.Helper()
 	list, err := f.client.StorageV1().CSIStorageCapacities(ns).List(context.Background(), metav1.ListOptions{})
@@ -183,9 +185,12 @@ func (f *fixture) objects(t *testing.T) []string {
 	}
 	var out []string
 	for _, sc := range list.Items {
-		z := "-"
+		z := "none"
 		if sc.NodeTopology != nil {
 			z = sc.NodeTopology.MatchLabels[zone]
+			if z == "" {
+				z = "-"
+			}
 		}
 		s := fmt.Sprintf("%s %s %s", sc.StorageClassName, z, sc.Capacity)
 		if sc.MaximumVolumeSize != nil {

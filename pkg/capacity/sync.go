@@ -112,9 +112,9 @@ func (c *Controller) syncKey(ctx context.Context, k key) error {
 			Capacity:          available,
 			MaximumVolumeSize: maxSize,
 		}
-		if segment != nil {
-			sc.NodeTopology = &metav1.LabelSelector{MatchLabels: maps.Clone(segment)}
-		}
+		// Without topology the selector is empty: accessible from every
+		// node (a nil one would be accessible from none).
+		sc.NodeTopology = &metav1.LabelSelector{MatchLabels: maps.Clone(segment)}
 		if c.cfg.Owner != nil {
 			sc.OwnerReferences = []metav1.OwnerReference{*c.cfg.Owner}
 		}
@@ -189,34 +189,14 @@ func (c *Controller) ownedByUs(sc *storagev1.CSIStorageCapacity) bool {
 }
 
 // getCapacity asks the driver how much can be provisioned for a class in a
-// segment. Reserved csi.storage.k8s.io/ parameters stay with the sidecar.
+// segment.
 func (c *Controller) getCapacity(ctx context.Context, class *storagev1.StorageClass, segment map[string]string) (*resource.Quantity, *resource.Quantity, error) {
-	params := make(map[string]string, len(class.Parameters))
-	fsType := c.cfg.DefaultFSType
-	for k, v := range class.Parameters {
-		switch {
-		case strings.EqualFold(k, fsTypeParam):
-			fsType = v
-		case strings.HasPrefix(strings.ToLower(k), reservedPrefix):
-		default:
-			params[k] = v
-		}
-	}
-	req := &csi.GetCapacityRequest{
-		Parameters: params,
-		VolumeCapabilities: []*csi.VolumeCapability{{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType}},
-		}},
-	}
-	if segment != nil {
-		req.AccessibleTopology = &csi.Topology{Segments: maps.Clone(segment)}
-	}
 	if c.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
 		defer cancel()
 	}
-	resp, err := c.cfg.CSI.GetCapacity(ctx, req)
+	resp, err := c.cfg.CSI.GetCapacity(ctx, getCapacityRequest(class, segment))
 	if err != nil {
 		return nil, nil, fmt.Errorf("GetCapacity for StorageClass %q in segment %v: %w", class.Name, segment, err)
 	}
@@ -226,6 +206,25 @@ func (c *Controller) getCapacity(ctx context.Context, class *storagev1.StorageCl
 		maxSize = resource.NewQuantity(resp.GetMaximumVolumeSize().GetValue(), resource.BinarySI)
 	}
 	return available, maxSize, nil
+}
+
+// getCapacityRequest is the GetCapacity request for a class in a segment,
+// as upstream external-provisioner (v5.0 and later) sends it:
+//   - the class's parameters as they are, csi.storage.k8s.io/ keys included
+//     (unlike CreateVolume's): drivers written for upstream see the same map;
+//   - no volume capabilities (optional in the CSI spec): capacity is assumed
+//     independent of them, and an invented access type or mode would mislead
+//     drivers that validate them;
+//   - the segment as accessible topology. Without topology (segment nil)
+//     none: the CSI spec forbids it unless the driver advertises
+//     VOLUME_ACCESSIBILITY_CONSTRAINTS. Upstream sends a topology without
+//     segments when a driver registers no topology keys on its nodes.
+func getCapacityRequest(class *storagev1.StorageClass, segment map[string]string) *csi.GetCapacityRequest {
+	req := &csi.GetCapacityRequest{Parameters: maps.Clone(class.Parameters)}
+	if segment != nil {
+		req.AccessibleTopology = &csi.Topology{Segments: maps.Clone(segment)}
+	}
+	return req
 }
 
 func sameQuantity(a, b *resource.Quantity) bool {

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/protobuf/proto"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -66,11 +68,30 @@ func TestSync(t *testing.T) {
 			wantWrites: map[string]int{"create": 2},
 		},
 		{
-			name:       "no topology: one object per class without nodeTopology",
+			name:       "no topology: one object per class, for every node",
 			noTopology: true,
 			objs:       []runtime.Object{fast, class("slow", driver, wffc, nil)},
 			want:       []string{"fast - 1Gi", "slow - 1Gi"},
 			wantWrites: map[string]int{"create": 2},
+		},
+		{
+			name:       "no topology: upstream's object (empty nodeTopology) adopted",
+			noTopology: true,
+			objs:       []runtime.Object{fast, published("csisc-up", "fast", "", "1Gi")},
+			want:       []string{"fast - 1Gi"},
+		},
+		{
+			name:       "no topology: an object without nodeTopology (no node) replaced",
+			noTopology: true,
+			objs:       []runtime.Object{fast, withoutTopology(published("csisc-old", "fast", "", "1Gi"))},
+			want:       []string{"fast - 1Gi"},
+			wantWrites: map[string]int{"create": 1, "delete": 1},
+		},
+		{
+			name:       "with topology: an object for every node deleted",
+			objs:       append([]runtime.Object{fast, published("csisc-all", "fast", "", "1Gi")}, twoZones...),
+			want:       []string{"fast a 10Gi", "fast b 20Gi"},
+			wantWrites: map[string]int{"create": 2, "delete": 1},
 		},
 		{
 			name:       "updated when capacity changes",
@@ -127,27 +148,82 @@ func TestSync(t *testing.T) {
 	}
 }
 
+func withoutTopology(sc *storagev1.CSIStorageCapacity) *storagev1.CSIStorageCapacity {
+	sc.NodeTopology = nil
+	return sc
+}
+
+// TestGetCapacityRequest checks what the driver is asked, against upstream
+// v6.3.0: the class's parameters as they are, no volume capabilities, the
+// segment as accessible topology (none without topology).
+func TestGetCapacityRequest(t *testing.T) {
+	nodeA, csiNodeA := nodeIn("node-a", "a")
+	reserved := map[string]string{
+		"type":                      "ssd",
+		"csi.storage.k8s.io/fstype": "xfs",
+		"csi.storage.k8s.io/provisioner-secret-name":      "s",
+		"csi.storage.k8s.io/provisioner-secret-namespace": "ns",
+	}
+	tests := []struct {
+		name       string
+		params     map[string]string
+		noTopology bool
+		want       *csi.GetCapacityRequest
+	}{
+		{
+			name:   "segment as accessible topology",
+			params: map[string]string{"type": "ssd"},
+			want: &csi.GetCapacityRequest{
+				Parameters:         map[string]string{"type": "ssd"},
+				AccessibleTopology: &csi.Topology{Segments: map[string]string{zone: "a"}},
+			},
+		},
+		{
+			name:   "reserved csi.storage.k8s.io/ keys passed as they are",
+			params: reserved,
+			want: &csi.GetCapacityRequest{
+				Parameters:         reserved,
+				AccessibleTopology: &csi.Topology{Segments: map[string]string{zone: "a"}},
+			},
+		},
+		{
+			name:       "no topology: no accessible topology",
+			params:     map[string]string{"type": "ssd"},
+			noTopology: true,
+			want:       &csi.GetCapacityRequest{Parameters: map[string]string{"type": "ssd"}},
+		},
+		{
+			name:       "no parameters",
+			noTopology: true,
+			want:       &csi.GetCapacityRequest{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fcsi := &fakeCSI{sizes: map[string]int64{"a": 1 << 30, "": 1 << 30}}
+			objs := []runtime.Object{class("fast", driver, wffc, tc.params)}
+			if !tc.noTopology {
+				objs = append(objs, nodeA, csiNodeA)
+			}
+			// --default-fstype is CreateVolume's, not GetCapacity's.
+			f := newFixture(t, Config{}, !tc.noTopology, fcsi, objs...)
+			f.syncAll(t)
+			if len(fcsi.requests) != 1 {
+				t.Fatalf("GetCapacity calls %d, want 1", len(fcsi.requests))
+			}
+			if got := fcsi.requests[0]; !proto.Equal(got, tc.want) {
+				t.Errorf("GetCapacity request\n%v\nwant\n%v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestPublishedObject(t *testing.T) {
 	nodeA, csiNodeA := nodeIn("node-a", "a")
 	owner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "csi-driver", UID: "sts-uid", Controller: ptr.To(true)}
-	params := map[string]string{"type": "ssd", "csi.storage.k8s.io/fstype": "xfs", "csi.storage.k8s.io/provisioner-secret-name": "s"}
 	fcsi := &fakeCSI{sizes: map[string]int64{"a": 1 << 30}}
-	f := newFixture(t, Config{Owner: owner}, true, fcsi, class("fast", driver, wffc, params), nodeA, csiNodeA)
+	f := newFixture(t, Config{Owner: owner}, true, fcsi, class("fast", driver, wffc, nil), nodeA, csiNodeA)
 	f.syncAll(t)
-
-	if len(fcsi.requests) != 1 {
-		t.Fatalf("GetCapacity calls %d, want 1", len(fcsi.requests))
-	}
-	req := fcsi.requests[0]
-	if want := map[string]string{"type": "ssd"}; !maps.Equal(req.Parameters, want) {
-		t.Errorf("parameters %v, want %v (reserved keys removed)", req.Parameters, want)
-	}
-	if got := req.GetVolumeCapabilities()[0].GetMount().GetFsType(); got != "xfs" {
-		t.Errorf("fstype %q, want xfs", got)
-	}
-	if got := req.GetAccessibleTopology().GetSegments(); !maps.Equal(got, map[string]string{zone: "a"}) {
-		t.Errorf("accessible topology %v, want zone a", got)
-	}
 
 	list, _ := f.client.StorageV1().CSIStorageCapacities(ns).List(t.Context(), metav1.ListOptions{})
 	if len(list.Items) != 1 {

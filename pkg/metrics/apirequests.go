@@ -7,9 +7,26 @@ import (
 	"k8s.io/component-base/metrics"
 )
 
+// The sidecar's Kubernetes clients, the values of the "client" label. Each
+// has a rate limit of its own, so one busy client never delays another's
+// requests.
+const (
+	// ClientMain reads and writes claims, volumes, sources and finalizers.
+	ClientMain = "main"
+	// ClientEvents sends Events.
+	ClientEvents = "events"
+	// ClientCapacity writes CSIStorageCapacity objects (--enable-capacity).
+	ClientCapacity = "capacity"
+	// ClientLeaderElection takes and renews the Lease (--leader-election).
+	ClientLeaderElection = "leader-election"
+)
+
+// Clients lists every client label value, in the order of the help text.
+var Clients = []string{ClientMain, ClientEvents, ClientCapacity, ClientLeaderElection}
+
 // APIRequests counts the sidecar's requests to kube-apiserver by client
-// (main or events), verb and resource, so the cost of provisioning one claim
-// can be read off /metrics.
+// (Clients), verb and resource, so the cost of provisioning one claim can be
+// read off /metrics.
 type APIRequests struct {
 	total *metrics.CounterVec
 }
@@ -18,13 +35,15 @@ type APIRequests struct {
 func NewAPIRequests(reg metrics.KubeRegistry) *APIRequests {
 	m := &APIRequests{total: metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem: subsystem, Name: "kube_api_requests_total", StabilityLevel: metrics.ALPHA,
-		Help: "Requests sent to kube-apiserver, by client (main, events), verb (get, list, watch, create, update, patch, delete) and resource.",
+		Help: "Requests sent to kube-apiserver, by client (" + strings.Join(Clients, ", ") +
+			"), verb (get, list, watch, create, update, patch, delete) and resource.",
 	}, []string{"client", "verb", "resource"})}
 	reg.MustRegister(m.total)
 	return m
 }
 
-// Wrap returns a rest.Config WrapTransport function counting requests of one client.
+// Wrap returns a rest.Config WrapTransport function counting requests of one
+// client, one of Clients.
 func (m *APIRequests) Wrap(client string) func(http.RoundTripper) http.RoundTripper {
 	return func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripper(func(req *http.Request) (*http.Response, error) {

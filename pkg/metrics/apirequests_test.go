@@ -106,6 +106,31 @@ csi_provisioner_kube_api_requests_total{client="events",resource="events",verb="
 csi_provisioner_kube_api_requests_total{client="events",resource="events",verb="patch"} 1
 `,
 		},
+		{
+			name:   "storage capacity on its own client",
+			client: ClientCapacity,
+			requests: []request{
+				{http.MethodPost, "https://apiserver/apis/storage.k8s.io/v1/namespaces/kube-system/csistoragecapacities"},
+				{http.MethodPut, "https://apiserver/apis/storage.k8s.io/v1/namespaces/kube-system/csistoragecapacities/csisc-x1"},
+			},
+			want: `
+csi_provisioner_kube_api_requests_total{client="capacity",resource="csistoragecapacities",verb="create"} 1
+csi_provisioner_kube_api_requests_total{client="capacity",resource="csistoragecapacities",verb="update"} 1
+`,
+		},
+		{
+			name:   "the Lease on the leader election client",
+			client: ClientLeaderElection,
+			requests: []request{
+				{http.MethodGet, "https://apiserver/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/file-csi-crossns-io"},
+				{http.MethodPut, "https://apiserver/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/file-csi-crossns-io"},
+				{http.MethodPut, "https://apiserver/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/file-csi-crossns-io"},
+			},
+			want: `
+csi_provisioner_kube_api_requests_total{client="leader-election",resource="leases",verb="get"} 1
+csi_provisioner_kube_api_requests_total{client="leader-election",resource="leases",verb="update"} 2
+`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +153,8 @@ csi_provisioner_kube_api_requests_total{client="events",resource="events",verb="
 			if sent != len(tc.requests) {
 				t.Errorf("requests passed on = %d, want %d", sent, len(tc.requests))
 			}
-			want := "# HELP csi_provisioner_kube_api_requests_total [ALPHA] Requests sent to kube-apiserver, by client (main, events), verb (get, list, watch, create, update, patch, delete) and resource.\n" +
+			// The help names every client label value main uses.
+			want := "# HELP csi_provisioner_kube_api_requests_total [ALPHA] Requests sent to kube-apiserver, by client (main, events, capacity, leader-election), verb (get, list, watch, create, update, patch, delete) and resource.\n" +
 				"# TYPE csi_provisioner_kube_api_requests_total counter" + tc.want
 			if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "csi_provisioner_kube_api_requests_total"); err != nil {
 				t.Error(err)
