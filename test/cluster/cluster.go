@@ -33,6 +33,10 @@ type state struct {
 	DriverArgs      []string `json:"driverArgs"`
 	// ProvisionerRBAC is the RBAC the sidecar is bound to now (Options).
 	ProvisionerRBAC string `json:"provisionerRBAC,omitempty"`
+	// WithReplica is set while the second sidecar replica should run;
+	// ReplicaArgs are its extra flags.
+	WithReplica bool     `json:"withReplica,omitempty"`
+	ReplicaArgs []string `json:"replicaArgs,omitempty"`
 }
 
 // Cluster is a running (or starting) test bed.
@@ -154,25 +158,28 @@ func (c *Cluster) saveState() error {
 }
 
 // binPath is the binary a component runs from: the tool cache for the
-// pinned tools, _output/bin for the driver and the sidecar.
+// pinned tools, _output/bin for the driver and the sidecar (both replicas).
 func (c *Cluster) binPath(component string) string {
 	switch component {
 	case TestDriver, Provisioner:
 		return filepath.Join(c.layout.BinDir, component)
+	case ProvisionerReplica:
+		return filepath.Join(c.layout.BinDir, Provisioner)
 	}
 	return c.tools.Bin(component)
 }
 
-// expected lists the components this bed runs.
-func (c *Cluster) expected() []string {
-	var out []string
-	for _, comp := range startOrder {
-		if comp == Provisioner && !c.state.WithProvisioner {
-			continue
-		}
-		out = append(out, comp)
+// optional reports whether the bed runs without component now: the sidecar
+// after CLUSTER_PROVISIONER=none or StopProvisioner, the second replica
+// unless it was started.
+func (c *Cluster) optional(component string) bool {
+	switch component {
+	case Provisioner:
+		return !c.state.WithProvisioner
+	case ProvisionerReplica:
+		return !c.state.WithReplica
 	}
-	return out
+	return false
 }
 
 // ComponentStatus is one line of `testbed status`.
@@ -190,7 +197,7 @@ func (c *Cluster) Status() []ComponentStatus {
 	var out []ComponentStatus
 	for _, comp := range startOrder {
 		pid, _ := readPID(c.layout.PIDPath(comp))
-		if pid == 0 && comp == Provisioner && !c.state.WithProvisioner {
+		if pid == 0 && c.optional(comp) {
 			continue
 		}
 		st := ComponentStatus{Name: comp, PID: pid, Log: c.layout.LogPath(comp)}
@@ -207,7 +214,7 @@ func (c *Cluster) Status() []ComponentStatus {
 // is ready; that is what makes a second cluster-up report the running bed.
 func (c *Cluster) Check(ctx context.Context) error {
 	for _, st := range c.Status() {
-		if !st.Alive && (st.Name != Provisioner || c.state.WithProvisioner) {
+		if !st.Alive && !c.optional(st.Name) {
 			return fmt.Errorf("%s is not running (see %s)", st.Name, st.Log)
 		}
 	}

@@ -145,12 +145,30 @@ func (c *Cluster) driverArgs() []string {
 // provisionerArgs are the sidecar's base flags followed by extra ones
 // (CLUSTER_PROVISIONER_ARGS or RestartProvisioner's); flags given later win.
 func (c *Cluster) provisionerArgs(extra []string) []string {
+	return c.sidecarArgs(c.state.Ports.ProvisionerHTTP, extra)
+}
+
+// replicaArgs are the second replica's: the same, on its own metrics port.
+func (c *Cluster) replicaArgs(extra []string) []string {
+	return c.sidecarArgs(c.replicaHTTPPort(), extra)
+}
+
+func (c *Cluster) sidecarArgs(httpPort int, extra []string) []string {
 	args := []string{
 		"--csi-address=unix://" + c.state.Socket,
 		"--kubeconfig=" + c.layout.ProvisionerKubeconfig(),
 		"--feature-gates=" + CrossNamespaceGate,
-		fmt.Sprintf("--http-endpoint=127.0.0.1:%d", c.state.Ports.ProvisionerHTTP),
+		fmt.Sprintf("--http-endpoint=127.0.0.1:%d", httpPort),
 		"--v=5",
 	}
 	return append(args, extra...)
+}
+
+// replicaHTTPPort is the second replica's metrics port (its default for a
+// bed whose state predates it).
+func (c *Cluster) replicaHTTPPort() int {
+	if p := c.state.Ports.ProvisionerReplicaHTTP; p != 0 {
+		return p
+	}
+	return defaultReplicaHTTPPort
 }

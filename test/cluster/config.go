@@ -18,13 +18,17 @@ const (
 	CSISnapshotter        = "csi-snapshotter"
 	TestDriver            = "csi-test-driver"
 	Provisioner           = "csi-provisioner"
+	// ProvisionerReplica is a second sidecar process (same binary, its own
+	// metrics port), started only on request (StartProvisionerReplica), to
+	// run two replicas with leader election as a Deployment would.
+	ProvisionerReplica = "csi-provisioner-2"
 )
 
 // startOrder is the order components come up in; they stop in reverse, so
 // kube-apiserver always goes before etcd (the other way round it hangs).
 var startOrder = []string{
 	Etcd, KubeAPIServer, KubeControllerManager, SnapshotController,
-	TestDriver, CSISnapshotter, Provisioner,
+	TestDriver, CSISnapshotter, Provisioner, ProvisionerReplica,
 }
 
 const (
@@ -50,6 +54,9 @@ type Ports struct {
 	ControllerMgr   int `json:"controllerManager"`
 	ProvisionerHTTP int `json:"provisionerHTTP"`
 	DriverControl   int `json:"driverControl"`
+	// ProvisionerReplicaHTTP is the metrics port of the second sidecar
+	// replica; 0 in the state of a bed started before it existed.
+	ProvisionerReplicaHTTP int `json:"provisionerReplicaHTTP,omitempty"`
 }
 
 // envPorts documents the env vars that override the default ports.
@@ -64,7 +71,12 @@ var envPorts = []struct {
 	{"CLUSTER_KCM_PORT", 20257, func(p *Ports) *int { return &p.ControllerMgr }},
 	{"CLUSTER_PROVISIONER_HTTP_PORT", 28080, func(p *Ports) *int { return &p.ProvisionerHTTP }},
 	{"CLUSTER_DRIVER_CONTROL_PORT", 28090, func(p *Ports) *int { return &p.DriverControl }},
+	{"CLUSTER_PROVISIONER_REPLICA_HTTP_PORT", defaultReplicaHTTPPort, func(p *Ports) *int { return &p.ProvisionerReplicaHTTP }},
 }
+
+// defaultReplicaHTTPPort is the second replica's metrics port, also for a
+// bed whose state predates the replica.
+const defaultReplicaHTTPPort = 28081
 
 // Options say how to bring a bed up. OptionsFromEnv fills them the way
 // `make cluster-up` and the e2e TestMain do.

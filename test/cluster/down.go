@@ -56,7 +56,7 @@ func (c *Cluster) stopComponent(ctx context.Context, component string) error {
 	if err != nil || pid == 0 {
 		return err
 	}
-	if err := stopProcess(ctx, component, pid, component); err != nil {
+	if err := stopProcess(ctx, component, pid, filepath.Base(c.binPath(component))); err != nil {
 		return err
 	}
 	return os.Remove(pidPath)

@@ -117,16 +117,20 @@ func httpOK(url string) probe {
 	}
 }
 
-// logShows checks that a component's log holds a line marking it started,
-// for the snapshot components that run without leader election and so have
-// no lease to look at.
-func logShows(path, marker string) probe {
+// logShowsFrom checks that a component's log holds, past offset, a line
+// marking it started, for the snapshot components that run without leader
+// election and so have no lease to look at. The offset skips what an earlier
+// process of the component wrote.
+func logShowsFrom(path string, offset int64, marker string) probe {
 	return func(context.Context) (bool, string) {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return false, err.Error()
 		}
-		if !strings.Contains(string(data), marker) {
+		if int64(len(data)) < offset {
+			offset = 0 // the log was replaced
+		}
+		if !strings.Contains(string(data[offset:]), marker) {
 			return false, fmt.Sprintf("no %q in %s yet", marker, path)
 		}
 		return true, ""

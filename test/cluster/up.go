@@ -189,29 +189,32 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 	// These three need only the API server (and the CRDs): start them
 	// together and then wait for each.
-	kcmHealthz := fmt.Sprintf("https://127.0.0.1:%d/healthz", c.state.Ports.ControllerMgr)
-	group := []struct {
-		component string
-		args      []string
-		ready     probe
-	}{
-		{KubeControllerManager, c.controllerManagerArgs(), httpsHealthy(kcmHealthz, ca.certPEM)},
-		{SnapshotController, c.snapshotControllerArgs(), logShows(l.LogPath(SnapshotController), snapshotControllerStarted)},
-		{TestDriver, c.driverArgs(), csiProbe(c.state.Socket, DriverName)},
-	}
+	group := []string{KubeControllerManager, SnapshotController, TestDriver}
 	_ = os.Remove(c.state.Socket)
 	children := make([]*child, len(group))
-	for i, g := range group {
-		if children[i], err = c.startComponent(ctx, g.component, g.args); err != nil {
+	probes := make([]probe, len(group))
+	for i, comp := range group {
+		if probes[i], err = c.readiness(comp); err != nil {
+			return err
+		}
+		args, err := c.componentArgs(comp)
+		if err != nil {
+			return err
+		}
+		if children[i], err = c.startComponent(ctx, comp, args); err != nil {
 			return err
 		}
 	}
-	for i, g := range group {
-		if err := c.waitReady(ctx, g.component, children[i], g.ready); err != nil {
+	for i, comp := range group {
+		if err := c.waitReady(ctx, comp, children[i], probes[i]); err != nil {
 			return err
 		}
 	}
-	if err := c.startAndWait(ctx, CSISnapshotter, c.csiSnapshotterArgs(), logShows(l.LogPath(CSISnapshotter), csiSnapshotterStarted)); err != nil {
+	snapshotterReady, err := c.readiness(CSISnapshotter)
+	if err != nil {
+		return err
+	}
+	if err := c.startAndWait(ctx, CSISnapshotter, c.csiSnapshotterArgs(), snapshotterReady); err != nil {
 		return err
 	}
 	if err := c.createClasses(ctx); err != nil {

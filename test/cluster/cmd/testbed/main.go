@@ -9,6 +9,9 @@
 //	testbed tools    build or find the cached tools, print their directory
 //	testbed restart-provisioner [-- flags]
 //	                 rebuild the sidecar and restart it with extra flags
+//	testbed kill|stop|start|restart <component>
+//	                 SIGKILL, stop (SIGTERM), start again or restart one
+//	                 component of a running bed (not etcd), by hand
 package main
 
 import (
@@ -30,6 +33,9 @@ import (
 
 const usage = `usage: testbed [klog flags] up|down|status|env|tools
        testbed [klog flags] restart-provisioner [-- extra sidecar flags]
+       testbed [klog flags] kill|stop|start|restart <component>
+         components: kube-apiserver kube-controller-manager snapshot-controller
+         csi-snapshotter csi-test-driver csi-provisioner csi-provisioner-2
 
 Environment:
   CLUSTER_PROVISIONER=none        start the bed without the csi-provisioner sidecar
@@ -39,6 +45,7 @@ Environment:
                                   v6.3.0's RBAC (test/cluster/testdata) instead of deploy/kubernetes'
   CLUSTER_ETCD_PORT (23790) CLUSTER_ETCD_PEER_PORT (23800) CLUSTER_APISERVER_PORT (16443)
   CLUSTER_KCM_PORT (20257) CLUSTER_PROVISIONER_HTTP_PORT (28080) CLUSTER_DRIVER_CONTROL_PORT (28090)
+  CLUSTER_PROVISIONER_REPLICA_HTTP_PORT (28081)
   CLUSTER_TOOLS_CACHE             tool cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/csi-provisioner-testbed)
 `
 
@@ -46,7 +53,11 @@ func main() {
 	klog.InitFlags(nil)
 	flag.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	flag.Parse()
-	if flag.NArg() < 1 || (flag.NArg() > 1 && flag.Arg(0) != "restart-provisioner") {
+	control := map[string]bool{"kill": true, "stop": true, "start": true, "restart": true}
+	switch {
+	case flag.NArg() < 1,
+		control[flag.Arg(0)] && flag.NArg() != 2,
+		!control[flag.Arg(0)] && flag.NArg() > 1 && flag.Arg(0) != "restart-provisioner":
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -68,6 +79,8 @@ func main() {
 		err = buildTools(ctx)
 	case "restart-provisioner":
 		err = restartProvisioner(ctx, flag.Args()[1:])
+	case "kill", "stop", "start", "restart":
+		err = controlComponent(ctx, flag.Arg(0), flag.Arg(1))
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -204,5 +217,32 @@ func restartProvisioner(ctx context.Context, extra []string) error {
 		return err
 	}
 	fmt.Printf("csi-provisioner restarted: %s\n", strings.Join(c.ProvisionerArgs(extra...), " "))
+	return nil
+}
+
+// controlComponent kills, stops, starts or restarts one component.
+func controlComponent(ctx context.Context, verb, component string) error {
+	root, err := cluster.FindRepoRoot()
+	if err != nil {
+		return err
+	}
+	c, err := cluster.Load(root)
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "kill":
+		err = c.KillComponent(ctx, component)
+	case "stop":
+		err = c.StopComponent(ctx, component)
+	case "start":
+		err = c.StartComponent(ctx, component)
+	case "restart":
+		err = c.RestartComponent(ctx, component)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %s done\n", component, verb)
 	return nil
 }
