@@ -318,9 +318,12 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	if features.Enabled(features.VolumeAttributesClass) {
 		vacs = provisioner.VolumeAttributesClassLister(ctx, access.Reviewer{Client: client}, factory.Storage().V1().VolumeAttributesClasses())
 	}
+	// identity is this process's, unique per start as upstream's: it names
+	// the provisioner and holds the leader election Lease.
+	identity := strconv.FormatInt(time.Now().UnixMilli(), 10) + "-" + strconv.Itoa(rand.IntN(10000)) + "-" + driverName
 	prov := provisioner.New(provisioner.Config{
 		DriverName:                driverName,
-		Identity:                  strconv.FormatInt(time.Now().UnixMilli(), 10) + "-" + strconv.Itoa(rand.IntN(10000)) + "-" + driverName,
+		Identity:                  identity,
 		CSI:                       csi.NewControllerClient(conn),
 		ControllerCaps:            controllerCaps,
 		PluginCaps:                pluginCaps,
@@ -442,6 +445,9 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	le.WithRenewDeadline(cfg.LeaderElectionRenewDeadline)
 	le.WithRetryPeriod(cfg.LeaderElectionRetryPeriod)
 	le.WithLabels(cfg.LeaderElectionLabels)
+	// Not the host name (csi-lib-utils' default): replicas sharing one, as
+	// pods with hostNetwork on one node do, would all lead at once.
+	le.WithIdentity(identity)
 	if features.Enabled(features.ReleaseLeaderElectionOnExit) {
 		le.WithContext(ctx)
 		le.WithReleaseOnCancel(true)
