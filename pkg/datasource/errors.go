@@ -16,6 +16,11 @@ const (
 	// Invalid: the source exists in a state the user must fix (too small,
 	// other driver, wrong volume mode, not ready yet). Retried with backoff.
 	Invalid
+	// Malformed: the reference itself can name no source (a kind in the
+	// wrong case, apiGroup "core", a name no object can have). A claim's
+	// data source cannot be changed, so no retry helps: the user is told
+	// once and the claim is left alone.
+	Malformed
 )
 
 // Error is a data source failure a user can act on. Reason is an Event reason

@@ -4,7 +4,13 @@
 package datasource
 
 import (
+	"fmt"
+	"strings"
+
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/crossns/external-provisioner/pkg/events"
 )
 
 const (
@@ -62,6 +68,47 @@ func (r Ref) Handled() bool { return r.IsSnapshot() || r.IsClaim() }
 // CrossNamespace reports whether the source lives outside the claim's namespace.
 func (r Ref) CrossNamespace(claim *v1.PersistentVolumeClaim) bool {
 	return r.Namespace != claim.Namespace
+}
+
+// recreate ends the message of every malformed reference: the field is
+// immutable, so the only fix is a new claim.
+const recreate = "; a claim's data source cannot be changed, so create the claim again with it corrected"
+
+// Validate returns a Malformed *Error when the reference can name no source:
+// its name or namespace is one no object can have, or it looks like a source
+// this sidecar provisions from but is spelled wrong (kinds are
+// case-sensitive, and the core group is "", not "core"). Such a claim would
+// otherwise wait for ever, for a grant that can never match it or for a
+// volume populator that does not exist. It reads nothing, so it may run
+// before the grant is decided. Other kinds are left to volume populators, as
+// upstream leaves them, and not judged. Validate returns nil for a usable
+// reference.
+func (r Ref) Validate() error {
+	switch {
+	case r.Kind == "":
+		return malformed("spec.dataSourceRef names no kind: a VolumeSnapshot restore needs kind VolumeSnapshot and apiGroup %s, a clone kind %s", SnapshotGroup, ClaimKind)
+	case r.Group == "core":
+		return malformed("spec.dataSourceRef names kind %q in apiGroup \"core\", which does not exist: the core API group is written by leaving apiGroup out "+
+			"(a %s source has no apiGroup)", r.Kind, ClaimKind)
+	case r.Group == SnapshotGroup && r.Kind != SnapshotKind && strings.EqualFold(r.Kind, SnapshotKind):
+		return malformed("spec.dataSourceRef names kind %q in apiGroup %s, which has no such kind: kinds are case-sensitive (did you mean %s)", r.Kind, SnapshotGroup, SnapshotKind)
+	case !r.Handled():
+		return nil // a volume populator's kind: its name is its business
+	case r.Name == "":
+		return malformed("spec.dataSourceRef names a %s without a name", r.Kind)
+	}
+	if errs := validation.IsDNS1123Subdomain(r.Name); len(errs) > 0 {
+		return malformed("spec.dataSourceRef names %s %q, which is not a valid object name (%s), so no such %s can exist",
+			r.Kind, r.Name, strings.Join(errs, "; "), r.Kind)
+	}
+	if errs := validation.IsDNS1123Label(r.Namespace); r.Namespace != "" && len(errs) > 0 {
+		return malformed("spec.dataSourceRef names namespace %q, which is not a valid namespace name (%s)", r.Namespace, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func malformed(format string, args ...any) *Error {
+	return &Error{Kind: Malformed, Reason: events.DataSourceInvalid, Message: fmt.Sprintf(format, args...) + recreate}
 }
 
 // String names the source the way users write it: Kind namespace/name.

@@ -1,6 +1,7 @@
 package datasource
 
 import (
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -158,6 +159,51 @@ func TestModeOf(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ModeOf(tc.mode); got != tc.want {
 				t.Errorf("ModeOf() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name      string
+		ref       Ref
+		wantWords []string // none: valid
+	}{
+		{name: "snapshot", ref: Ref{Group: SnapshotGroup, Kind: SnapshotKind, Namespace: "prod", Name: "nightly"}},
+		{name: "claim", ref: Ref{Kind: ClaimKind, Namespace: "dev", Name: "data.v2"}},
+		{name: "populator kind: not judged", ref: Ref{Group: "backup.example.com", Kind: "backup", Namespace: "dev", Name: "Not A Name"}},
+		{name: "VolumeSnapshot of another group: a populator's", ref: Ref{Group: "backup.example.com", Kind: SnapshotKind, Namespace: "dev", Name: "n"}},
+		{name: "other snapshot kinds: a populator's, as upstream", ref: Ref{Group: SnapshotGroup, Kind: "VolumeSnapshotContent", Namespace: "dev", Name: "n"}},
+		{name: "no kind", ref: Ref{Namespace: "dev", Name: "n"}, wantWords: []string{"names no kind"}},
+		{name: "apiGroup core", ref: Ref{Group: "core", Kind: ClaimKind, Namespace: "dev", Name: "n"},
+			wantWords: []string{`kind "PersistentVolumeClaim" in apiGroup "core"`, "leaving apiGroup out", "create the claim again"}},
+		{name: "lower-case snapshot kind", ref: Ref{Group: SnapshotGroup, Kind: "volumesnapshot", Namespace: "prod", Name: "n"},
+			wantWords: []string{`kind "volumesnapshot"`, "did you mean VolumeSnapshot"}},
+		{name: "mixed-case snapshot kind", ref: Ref{Group: SnapshotGroup, Kind: "Volumesnapshot", Namespace: "prod", Name: "n"},
+			wantWords: []string{"did you mean VolumeSnapshot"}},
+		{name: "empty name", ref: Ref{Kind: ClaimKind, Namespace: "dev"}, wantWords: []string{"PersistentVolumeClaim without a name"}},
+		{name: "name with upper case", ref: Ref{Group: SnapshotGroup, Kind: SnapshotKind, Namespace: "prod", Name: "Nightly"},
+			wantWords: []string{`VolumeSnapshot "Nightly"`, "not a valid object name"}},
+		{name: "name with a slash", ref: Ref{Kind: ClaimKind, Namespace: "prod", Name: "a/b"}, wantWords: []string{"not a valid object name"}},
+		{name: "name with a NUL", ref: Ref{Kind: ClaimKind, Namespace: "prod", Name: "a\x00"}, wantWords: []string{"not a valid object name"}},
+		{name: "namespace no namespace can have", ref: Ref{Kind: ClaimKind, Namespace: "prod.eu", Name: "a"},
+			wantWords: []string{`namespace "prod.eu"`, "not a valid namespace name"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.ref.Validate()
+			if tc.wantWords == nil {
+				if err != nil {
+					t.Fatalf("Validate(%+v) = %v, want nil", tc.ref, err)
+				}
+				return
+			}
+			e := wantFailure(t, err, Malformed, "DataSourceInvalid")
+			for _, w := range tc.wantWords {
+				if !strings.Contains(e.Message, w) {
+					t.Errorf("message %q does not contain %q", e.Message, w)
+				}
 			}
 		})
 	}

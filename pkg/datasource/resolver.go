@@ -82,10 +82,17 @@ type Resolver struct {
 
 // Resolve checks the claim's data source and returns what CreateVolume needs.
 // It returns (nil, nil) when the claim has no source this sidecar handles.
-// Failures a user can fix are *Error; anything else is transient.
+// Failures a user can fix are *Error; anything else is transient. A
+// malformed reference (Ref.Validate) is refused before anything is read.
 func (r *Resolver) Resolve(claim *v1.PersistentVolumeClaim, req Request) (*Source, error) {
 	ref, ok := RefOf(claim)
-	if !ok || !ref.Handled() {
+	if !ok {
+		return nil, nil
+	}
+	if err := ref.Validate(); err != nil {
+		return nil, err
+	}
+	if !ref.Handled() {
 		return nil, nil
 	}
 	src := &Source{Ref: ref, CrossNamespace: ref.CrossNamespace(claim)}

@@ -27,6 +27,10 @@ const (
 	// provision the claim. The reason is upstream's, "Provisioning", so that
 	// filters written for upstream keep working.
 	ExternalPopulatorExpected = "Provisioning"
+	// DataSourceInvalid: the claim's spec.dataSourceRef can name no source
+	// (a kind in the wrong case, apiGroup "core", a name no object can have);
+	// the message says what is wrong. Sent once: the field cannot change.
+	DataSourceInvalid = "DataSourceInvalid"
 	// SnapshotHoldForbidden: RBAC does not let the sidecar hold the source
 	// snapshot's VolumeSnapshotContent at Retain while it restores; the
 	// restore goes on, unprotected against the snapshot's deletion. Sent once.

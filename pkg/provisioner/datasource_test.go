@@ -235,3 +235,41 @@ func TestPopulatorClaimGetsEvent(t *testing.T) {
 }
 
 func objs(o ...runtime.Object) []runtime.Object { return o }
+
+// TestMalformedSourceRefusedOnce: a dataSourceRef that can name no source
+// (a snapshot kind in the wrong case, apiGroup "core", a name no object can
+// have) gets one Warning saying what is wrong, nothing is created, and the
+// loop stops: the field cannot change, retrying never helps. The grant is
+// not even asked for.
+func TestMalformedSourceRefusedOnce(t *testing.T) {
+	tests := []struct {
+		name      string
+		claim     func(*v1.PersistentVolumeClaim)
+		wantWords []string
+	}{
+		{name: "snapshot kind in lower case", claim: withSourceRef(datasource.SnapshotGroup, "volumesnapshot", "prod", "nightly"),
+			wantWords: []string{`kind "volumesnapshot"`, "case-sensitive", "did you mean VolumeSnapshot", "create the claim again"}},
+		{name: "apiGroup core", claim: withSourceRef("core", "PersistentVolumeClaim", "", "data-src"),
+			wantWords: []string{`apiGroup "core"`, "leaving apiGroup out"}},
+		{name: "snapshot name with a space", claim: withSourceRef(datasource.SnapshotGroup, datasource.SnapshotKind, "prod", "night ly"),
+			wantWords: []string{`VolumeSnapshot "night ly"`, "not a valid object name"}},
+		{name: "claim name with a slash", claim: withSourceRef("", datasource.ClaimKind, "", "../data"),
+			wantWords: []string{`PersistentVolumeClaim "../data"`, "not a valid object name"}},
+		{name: "snapshot without a name", claim: withSourceRef(datasource.SnapshotGroup, datasource.SnapshotKind, "", ""),
+			wantWords: []string{"VolumeSnapshot without a name"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			pv, state, err := e.provision(newClaim("dev", "data", tc.claim), newClass(nil))
+			if pv != nil || state != controller.ProvisioningFinished || !isIgnored(err) {
+				t.Fatalf("got PV %v, state %s, err %v; want no PV, Finished, IgnoredError", pv, state, err)
+			}
+			e.assertNoCreate(t)
+			e.assertEvents(t, claimEvent(v1.EventTypeWarning, events.DataSourceInvalid, tc.wantWords...))
+			if checked := e.grants.Checked(); len(checked) > 0 {
+				t.Errorf("grants consulted for a malformed reference: %v", checked)
+			}
+		})
+	}
+}

@@ -137,9 +137,11 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		p.topologies.forget(claim.UID)
 		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: "claim was deleted"}
 	}
-	if ref, ok := datasource.RefOf(claim); ok && !ref.Handled() {
+	if ref, ok := datasource.RefOf(claim); ok && !ref.Handled() && ref.Validate() == nil {
 		// A volume populator's claim: it provisions the volume (through a
-		// claim of its own) and binds it to this one.
+		// claim of its own) and binds it to this one. A kind that only looks
+		// like one of ours ("volumesnapshot", apiGroup "core") is refused by
+		// the resolver instead: no populator serves it.
 		msg := populatorMessage(ref)
 		p.Recorder.Event(claim, v1.EventTypeNormal, events.ExternalPopulatorExpected, msg)
 		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: msg}

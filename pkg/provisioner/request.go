@@ -2,12 +2,14 @@ package provisioner
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/accessmodes"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
@@ -40,14 +42,35 @@ func capacityRange(claim *v1.PersistentVolumeClaim) (*csi.CapacityRange, error) 
 	if !ok {
 		return nil, fmt.Errorf("claim has no storage request: set spec.resources.requests.storage")
 	}
+	if err := checkBytes("request", req); err != nil {
+		return nil, err
+	}
 	cr := &csi.CapacityRange{RequiredBytes: req.Value()}
 	if lim, ok := claim.Spec.Resources.Limits[v1.ResourceStorage]; ok {
+		if err := checkBytes("limit", lim); err != nil {
+			return nil, err
+		}
 		if lim.Value() < req.Value() {
 			return nil, fmt.Errorf("claim's storage limit %s is smaller than its request %s", lim.String(), req.String())
 		}
 		cr.LimitBytes = lim.Value()
 	}
 	return cr, nil
+}
+
+// checkBytes refuses a size CSI cannot be asked for. Quantity.Value does not
+// fail: past int64 it returns garbage (1e30 is 0, 2^63 is negative) or, for
+// a binary suffix, clamps to the largest int64, which no request means. A
+// zero size would let the driver pick one.
+func checkBytes(what string, q resource.Quantity) error {
+	if q.Sign() <= 0 {
+		return fmt.Errorf("claim's storage %s %s is not positive: ask for the size the volume needs", what, q.String())
+	}
+	if q.CmpInt64(math.MaxInt64) >= 0 {
+		return fmt.Errorf("claim's storage %s %s is larger than any volume CSI can create (at most %d bytes, about 8Ei): ask for the size the volume needs",
+			what, q.String(), int64(math.MaxInt64-1))
+	}
+	return nil
 }
 
 // volumeCapabilities maps the claim's access modes and volume mode to CSI:

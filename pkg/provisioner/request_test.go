@@ -179,6 +179,13 @@ func TestCapacityRange(t *testing.T) {
 		{name: "limit equal to request", claim: mods(withLimit("1Gi")), want: &csi.CapacityRange{RequiredBytes: gib(1), LimitBytes: gib(1)}},
 		{name: "limit below request", claim: mods(withRequest("2Gi"), withLimit("1Gi")), wantErr: "limit 1Gi is smaller than its request 2Gi"},
 		{name: "no storage request", claim: mods(func(c *v1.PersistentVolumeClaim) { c.Spec.Resources.Requests = nil }), wantErr: "no storage request"},
+		// Quantity.Value of these is 0, negative, or clamped: none may reach the driver.
+		{name: "request past int64 as decimal exponent", claim: mods(withRequest("1e30")), wantErr: "storage request 1e30 is larger than any volume CSI can create"},
+		{name: "request of 2^63 bytes", claim: mods(withRequest("9223372036854775808")), wantErr: "is larger than any volume CSI can create"},
+		{name: "binary request past int64", claim: mods(withRequest("1000Ei")), wantErr: "is larger than any volume CSI can create"},
+		{name: "limit past int64", claim: mods(withLimit("1e30")), wantErr: "storage limit 1e30 is larger"},
+		{name: "zero request", claim: mods(withRequest("0")), wantErr: "storage request 0 is not positive"},
+		{name: "negative request", claim: mods(withRequest("-1Gi")), wantErr: "storage request -1Gi is not positive"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

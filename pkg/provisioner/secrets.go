@@ -255,11 +255,27 @@ func expand(s string, tp templateParams, isName bool) (string, error) {
 			}
 		}
 		if bad == nil {
-			bad = fmt.Errorf("template %s is not allowed here", tok)
+			bad = notAllowed(tok, isName, tp.claim != nil)
 		}
 		return tok
 	})
 	return out, bad
+}
+
+// notAllowed says which templates the field may use instead of tok.
+func notAllowed(tok string, isName, withClaim bool) error {
+	allowed := "${pv.name} and ${pvc.namespace}"
+	switch {
+	case !withClaim:
+		allowed = "only ${pv.name} when the claim is gone"
+	case isName:
+		allowed = "${pv.name}, ${pvc.namespace}, ${pvc.name} and ${pvc.annotations['<key>']}"
+	}
+	field := "namespace"
+	if isName {
+		field = "name"
+	}
+	return fmt.Errorf("template %s is not allowed here: a secret %s may use %s", tok, field, allowed)
 }
 
 var annotationToken = regexp.MustCompile(`^\$\{pvc\.annotations\['([^']+)'\]\}$`)
@@ -278,11 +294,12 @@ func expandWithAnnotations(s string, tp templateParams) (string, error) {
 			}
 			return v
 		}
-		if v, err := expand(tok, tp, true); err == nil {
+		v, err := expand(tok, tp, true)
+		if err == nil {
 			return v
 		}
 		if bad == nil {
-			bad = fmt.Errorf("template %s is not allowed here", tok)
+			bad = err
 		}
 		return tok
 	})

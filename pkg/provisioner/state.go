@@ -39,8 +39,9 @@ const (
 	// revoked. Like refused, except that a call in flight stays in flight.
 	undecided
 	// unsupported: the claim asks for something dynamic provisioning cannot
-	// give, in a field that cannot change (spec.selector). Retrying never
-	// helps: one Warning Event, and the loop stops (IgnoredError).
+	// give, in a field that cannot change (spec.selector, a malformed
+	// spec.dataSourceRef). Retrying never helps: one Warning Event, and the
+	// loop stops (IgnoredError).
 	unsupported
 )
 
@@ -79,6 +80,8 @@ func kindOf(err error) *failure {
 			return &failure{kind: undecided, err: err, reason: de.Reason, denial: de.DenialReason}
 		case de.Kind == datasource.Denied:
 			return &failure{kind: refused, err: err, reason: de.Reason, denial: de.DenialReason}
+		case de.Kind == datasource.Malformed:
+			return &failure{kind: unsupported, err: err, reason: de.Reason}
 		default:
 			return &failure{kind: invalid, err: err}
 		}
