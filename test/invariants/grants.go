@@ -158,4 +158,6 @@ func GrantFindings(c CrossClaim, calls []CreateCall, final, bound bool) (finding
 	return findings, repeats
 }
 
-func sameSource(a, b CreateCall) bool { return a.SnapshotID == b.SnapshotID && a.VolumeID == b.VolumeID }
+func sameSource(a, b CreateCall) bool {
+	return a.SnapshotID == b.SnapshotID && a.VolumeID == b.VolumeID
+}
