@@ -81,7 +81,7 @@ func TestUpstreamRBACProvisionsEveryStory(t *testing.T) {
 	// Our extras say once which rule they need; nothing failed for a verb.
 	log := sidecarLogSinceStart(t)
 	for _, res := range []string{"volumesnapshotcontents", "volumeattributesclasses"} {
-		said := regexp.MustCompile(`RBAC does not allow csi-provisioner to [a-z, ]+ ` + res).FindAllString(log, -1)
+		said := regexp.MustCompile(`RBAC does not allow csi-provisioner to [a-z, ]+ `+res).FindAllString(log, -1)
 		if len(said) != 1 {
 			t.Errorf("sidecar log says %d times that %s are not cached (%q), want once", len(said), res, said)
 		}
