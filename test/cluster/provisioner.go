@@ -74,3 +74,10 @@ func (c *Cluster) BuildProvisioner(ctx context.Context) error {
 func (c *Cluster) ProvisionerArgs(extraArgs ...string) []string {
 	return c.provisionerArgs(extraArgs)
 }
+
+// ProvisionerExtraArgs are the extra flags the sidecar runs with now (those
+// of CLUSTER_PROVISIONER_ARGS or of the last RestartProvisioner), so a
+// harness that restarts it with others can put them back.
+func (c *Cluster) ProvisionerExtraArgs() []string {
+	return append([]string(nil), c.state.ProvisionerArgs...)
+}
