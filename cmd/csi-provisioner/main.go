@@ -539,7 +539,8 @@ func checkAPIServerGate(ctx context.Context, client kubernetes.Interface) {
 		logger.Info("Preflight: kube-apiserver keeps spec.dataSourceRef.namespace")
 	case preflight.Dropped:
 		logger.Error(nil, "WARNING: CrossNamespaceVolumeDataSource is enabled on csi-provisioner but kube-apiserver drops spec.dataSourceRef.namespace: "+
-			"enable --feature-gates=CrossNamespaceVolumeDataSource=true on kube-apiserver and kube-controller-manager, or cross-namespace claims cannot be provisioned")
+			"enable --feature-gates=CrossNamespaceVolumeDataSource=true on kube-apiserver and kube-controller-manager, or name cross-namespace sources in the claim annotation "+
+			datasource.DataSourceAnnotation+" (e.g. VolumeSnapshot.snapshot.storage.k8s.io/prod/nightly), which needs no kube-apiserver gate")
 	default:
 		logger.Info("Preflight: could not check whether kube-apiserver keeps spec.dataSourceRef.namespace", "err", err)
 	}

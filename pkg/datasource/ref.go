@@ -29,11 +29,19 @@ type Ref struct {
 	Kind      string
 	Namespace string
 	Name      string
+	// Annotated: the claim names the source in DataSourceAnnotation.
+	Annotated bool
+	// invalid says why an annotation names no usable source ("" if it does).
+	invalid string
 }
 
 // RefOf returns the claim's data source and whether it has one. Namespace is
-// the claim's own unless dataSourceRef names another.
+// the claim's own unless dataSourceRef (or DataSourceAnnotation) names
+// another.
 func RefOf(claim *v1.PersistentVolumeClaim) (Ref, bool) {
+	if ref, ok := annotationRef(claim); ok {
+		return ref, true
+	}
 	if r := claim.Spec.DataSourceRef; r != nil {
 		ref := Ref{Kind: r.Kind, Name: r.Name, Namespace: claim.Namespace}
 		if r.APIGroup != nil {
@@ -84,6 +92,9 @@ const recreate = "; a claim's data source cannot be changed, so create the claim
 // upstream leaves them, and not judged. Validate returns nil for a usable
 // reference.
 func (r Ref) Validate() error {
+	if r.Annotated {
+		return r.validateAnnotated()
+	}
 	switch {
 	case r.Kind == "":
 		return malformed("spec.dataSourceRef names no kind: a VolumeSnapshot restore needs kind VolumeSnapshot and apiGroup %s, a clone kind %s", SnapshotGroup, ClaimKind)

@@ -37,6 +37,9 @@ type state struct {
 	// ReplicaArgs are its extra flags.
 	WithReplica bool     `json:"withReplica,omitempty"`
 	ReplicaArgs []string `json:"replicaArgs,omitempty"`
+	// APIServerGateOff: kube-apiserver runs without CrossNamespaceGate, as
+	// managed clusters do (SetAPIServerCrossNamespaceGate).
+	APIServerGateOff bool `json:"apiServerGateOff,omitempty"`
 }
 
 // Cluster is a running (or starting) test bed.

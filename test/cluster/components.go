@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -76,7 +77,7 @@ func (c *Cluster) apiServerArgs() []string {
 		// "kubernetes" Service gets none rather than an error every 10s.
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
-		"--feature-gates=" + CrossNamespaceGate,
+		"--feature-gates=" + c.apiServerGates(),
 		"--profiling=false",
 		"--v=1",
 	}
@@ -171,4 +172,24 @@ func (c *Cluster) replicaHTTPPort() int {
 		return p
 	}
 	return defaultReplicaHTTPPort
+}
+
+// apiServerGates is kube-apiserver's --feature-gates value.
+func (c *Cluster) apiServerGates() string {
+	if c.state.APIServerGateOff {
+		return strings.Replace(CrossNamespaceGate, "=true", "=false", 1)
+	}
+	return CrossNamespaceGate
+}
+
+// SetAPIServerCrossNamespaceGate restarts kube-apiserver (etcd and the other
+// components stay) with the CrossNamespaceVolumeDataSource gate on or off, as
+// on a managed cluster where alpha gates cannot be enabled: with it off,
+// kube-apiserver drops spec.dataSourceRef.namespace from claims.
+func (c *Cluster) SetAPIServerCrossNamespaceGate(ctx context.Context, on bool) error {
+	c.state.APIServerGateOff = !on
+	if err := c.saveState(); err != nil {
+		return err
+	}
+	return c.RestartComponent(ctx, KubeAPIServer)
 }
