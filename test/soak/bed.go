@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,7 +95,10 @@ func (b *bedControl) anyHeld() bool {
 func (b *bedControl) kill(ctx context.Context, component string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sampleLocked(component)
+	if slices.Contains(sidecars, component) {
+		// Its peak until now, which dies with it.
+		b.sampleLocked(component)
+	}
 	return b.bed.KillComponent(ctx, component)
 }
 

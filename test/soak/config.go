@@ -25,8 +25,15 @@ type Config struct {
 	MinPerKind int
 	// Kinds are the fault kinds to draw from (AllKinds by default).
 	Kinds []string
-	// Gap is the range of pauses before each fault.
+	// Gap is the range of pauses before each fault; OffsetMax bounds the
+	// pause between releasing a fault's batch and injecting it.
 	GapMin, GapMax time.Duration
+	OffsetMax      time.Duration
+	// MaxErrors bounds how many calls a driver-error fault fails (each
+	// failure backs the sidecar's retry off further); DelayHoldMax how long
+	// a delay fault lasts.
+	MaxErrors    int
+	DelayHoldMax time.Duration
 	// SidecarTimeout is the sidecar's --timeout; delay faults outlast it.
 	SidecarTimeout time.Duration
 	// SidecarArgs are extra flags for both sidecar replicas, after the
@@ -88,7 +95,8 @@ func ShortConfig() Config {
 	c := LongConfig()
 	c.Claims, c.Namespaces = 100, 10
 	c.Faults, c.MinPerKind = len(AllKinds()), 1
-	c.GapMin, c.GapMax = time.Second, 3*time.Second
+	c.GapMin, c.GapMax, c.OffsetMax = 500*time.Millisecond, 1500*time.Millisecond, time.Second
+	c.MaxErrors, c.DelayHoldMax = 3, 15*time.Second
 	c.SettleTimeout = 5 * time.Minute
 	return c
 }
@@ -102,6 +110,9 @@ func LongConfig() Config {
 		Kinds:          AllKinds(),
 		GapMin:         3 * time.Second,
 		GapMax:         10 * time.Second,
+		OffsetMax:      2 * time.Second,
+		MaxErrors:      5,
+		DelayHoldMax:   25 * time.Second,
 		SidecarTimeout: 10 * time.Second,
 		OpTimeout:      5 * time.Minute,
 		ProbeTimeout:   3 * time.Minute,
@@ -126,6 +137,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("fault gap %s..%s is not a range", c.GapMin, c.GapMax)
 	case c.SidecarTimeout <= 0:
 		return fmt.Errorf("-sidecar-timeout must be positive")
+	case c.MaxErrors < 1 || c.DelayHoldMax < 10*time.Second || c.OffsetMax < 0:
+		return fmt.Errorf("driver-error faults fail at least one call, delay faults last at least 10s")
 	}
 	all := AllKinds()
 	for _, k := range c.Kinds {

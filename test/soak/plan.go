@@ -232,7 +232,7 @@ func drawFaults(d *drawer, cfg Config) []Fault {
 	d.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	out := make([]Fault, len(kinds))
 	for i, k := range kinds {
-		f := Fault{Index: i, Kind: k, Gap: d.between(cfg.GapMin, cfg.GapMax), Offset: d.between(0, 2*time.Second)}
+		f := Fault{Index: i, Kind: k, Gap: d.between(cfg.GapMin, cfg.GapMax), Offset: d.between(0, cfg.OffsetMax)}
 		switch k {
 		case FaultSidecarKill, FaultDriverRestart:
 			f.Down = d.between(0, 3*time.Second)
@@ -243,10 +243,10 @@ func drawFaults(d *drawer, cfg Config) []Fault {
 			f.Method = pick(d, []string{"CreateVolume", "DeleteVolume"}, []int{3, 1})
 			f.Delay = cfg.SidecarTimeout + d.between(2*time.Second, 8*time.Second)
 			f.IgnoreCancel = d.chance(75)
-			f.Hold = d.between(10*time.Second, 25*time.Second)
+			f.Hold = d.between(10*time.Second, cfg.DelayHoldMax)
 		default: // error-<Code>
 			f.Method = pick(d, []string{"CreateVolume", "DeleteVolume", "CreateSnapshot", "DeleteSnapshot"}, []int{5, 2, 2, 1})
-			f.Count = 1 + d.IntN(5)
+			f.Count = 1 + d.IntN(cfg.MaxErrors)
 		}
 		out[i] = f
 	}

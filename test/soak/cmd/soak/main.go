@@ -96,22 +96,53 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	stamp := time.Now().Format("20060102-150405")
 	rep, runErr := soak.Run(ctx, bed, cfg)
+	logs := bed.LogDir()
+	if runErr != nil || rep.Failed() {
+		// The bed's logs go with it; keep them with the report.
+		logs = filepath.Join(*out, fmt.Sprintf("%s-seed-%d-logs", stamp, cfg.Seed))
+		if err := copyDir(bed.LogDir(), logs); err != nil {
+			klog.Background().Error(err, "Keeping the bed's logs")
+		}
+	}
 	teardown()
 	klog.Flush()
 	if runErr != nil {
-		fail(runErr)
+		fail(fmt.Errorf("%w (logs: %s)", runErr, logs))
 	}
 	rep.Command = command(cfg.Seed)
 	rep.WriteText(os.Stdout)
-	path, err := writeJSON(*out, rep)
+	path, err := writeJSON(*out, stamp, rep)
 	if err != nil {
 		fail(fmt.Errorf("writing the report: %w", err))
 	}
-	fmt.Printf("\nReport: %s\nLogs: %s\n", path, bed.LogDir())
+	fmt.Printf("\nReport: %s\nLogs: %s\n", path, logs)
 	if rep.Failed() {
 		os.Exit(1)
 	}
+}
+
+// copyDir copies the regular files of src into dst.
+func copyDir(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	})
 }
 
 // attach returns this clone's running bed, or brings one up (and a
@@ -165,7 +196,7 @@ func command(seed uint64) string {
 	return strings.Join(append(args, fmt.Sprintf("-seed=%d", seed)), " ")
 }
 
-func writeJSON(dir string, rep *soak.Report) (string, error) {
+func writeJSON(dir, stamp string, rep *soak.Report) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -173,7 +204,7 @@ func writeJSON(dir string, rep *soak.Report) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%s-seed-%d.json", rep.Started.Format("20060102-150405"), rep.Seed))
+	path := filepath.Join(dir, fmt.Sprintf("%s-seed-%d.json", stamp, rep.Seed))
 	return path, os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
