@@ -20,6 +20,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/connection"
 	"github.com/kubernetes-csi/csi-lib-utils/leaderelection"
+	csimetrics "github.com/kubernetes-csi/csi-lib-utils/metrics"
 	"github.com/kubernetes-csi/csi-lib-utils/rpc"
 	"github.com/kubernetes-csi/csi-lib-utils/standardflags"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
@@ -47,6 +48,7 @@ import (
 	"github.com/crossns/external-provisioner/pkg/features"
 	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/metrics"
+	"github.com/crossns/external-provisioner/pkg/migration"
 	"github.com/crossns/external-provisioner/pkg/preflight"
 	"github.com/crossns/external-provisioner/pkg/protection"
 	"github.com/crossns/external-provisioner/pkg/provisioner"
@@ -160,7 +162,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	logger.Info("Kubernetes client config", "source", source)
 	restConfig.QPS, restConfig.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
 	csiMetrics := metrics.NewCSIMetricsManager()
-	registry := csiMetrics.GetRegistry()
+	registry := metrics.NewRegistry()
 	apiRequests := metrics.NewAPIRequests(registry)
 
 	mainConfig := rest.CopyConfig(restConfig)
@@ -235,6 +237,21 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	logger = logger.WithValues("driver", driverName)
 	ctx = klog.NewContext(ctx, logger)
 	logger.Info("Connected to CSI driver")
+	// CSI migration: a driver that replaces an in-tree plugin also provisions
+	// the classes naming that plugin, and its CSI call metrics get the
+	// migrated label, recorded by a connection of their own (as upstream).
+	migrated := migration.For(driverName)
+	if migrated != nil {
+		logger.Info("CSI migration: provisioning and deleting the volumes of the in-tree plugin too", "inTreePlugin", migrated.InTreePlugin())
+		csiMetrics = metrics.NewCSIMetricsManager(csimetrics.WithMigration())
+		csiMetrics.SetDriverName(driverName)
+		migratedConn, err := connection.Connect(ctx, cfg.CSIAddress, csiMetrics, connection.OnConnectionLoss(connection.ExitOnConnectionLoss()))
+		if err != nil {
+			return fmt.Errorf("connecting to CSI driver at %s: %w", cfg.CSIAddress, err)
+		}
+		conn.Close()
+		conn = migratedConn
+	}
 
 	crossNamespace := features.Enabled(features.CrossNamespaceVolumeDataSource)
 	if crossNamespace {
@@ -343,6 +360,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		VolumeAttributesClasses:   vacs,
 		Recorder:                  recorder,
 		Metrics:                   metrics.NewProvisioning(registry),
+		Migration:                 migrated,
 	})
 	settler, err := inflight.NewController(records, prov, claimInformer, factory.Core().V1().PersistentVolumes())
 	if err != nil {
@@ -352,7 +370,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	registry.RawMustRegister(libMetrics.PersistentVolumeClaimProvisionTotal, libMetrics.PersistentVolumeClaimProvisionFailedTotal,
 		libMetrics.PersistentVolumeClaimProvisionDurationSeconds, libMetrics.PersistentVolumeDeleteTotal,
 		libMetrics.PersistentVolumeDeleteFailedTotal, libMetrics.PersistentVolumeDeleteDurationSeconds)
-	loop := libcontroller.NewProvisionController(logger, events.SplitClient(client, eventsClient), driverName, prov,
+	loopOptions := []func(*libcontroller.ProvisionController) error{
 		libcontroller.Threadiness(int(*workerThreads)),
 		libcontroller.RateLimiter(workqueue.NewItemExponentialFailureRateLimiter(*retryIntervalStart, *retryIntervalMax)),
 		libcontroller.FailedProvisionThreshold(0),
@@ -365,7 +383,12 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		libcontroller.VolumesInformer(factory.Core().V1().PersistentVolumes().Informer()),
 		libcontroller.ClassesInformer(factory.Storage().V1().StorageClasses().Informer()),
 		libcontroller.NodesLister(factory.Core().V1().Nodes().Lister()),
-	)
+	}
+	if migrated != nil {
+		// Classes name the in-tree plugin; the library hands their claims over.
+		loopOptions = append(loopOptions, libcontroller.AdditionalProvisionerNames([]string{migrated.InTreePlugin()}))
+	}
+	loop := libcontroller.NewProvisionController(logger, events.SplitClient(client, eventsClient), driverName, prov, loopOptions...)
 
 	// Work starts only when every cache it reads is full: an empty cache
 	// shows an attached volume as detached and a granted claim as denied.
@@ -420,7 +443,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		endpoint = cfg.MetricsAddress
 	}
 	if endpoint != "" {
-		mux.Handle(cfg.MetricsPath, metrics.Handler(registry))
+		mux.Handle(cfg.MetricsPath, metrics.Handler(registry, csiMetrics.GetRegistry()))
 		if *enablePprof {
 			csiMetrics.RegisterPprofToServer(mux)
 		}

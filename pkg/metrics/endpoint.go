@@ -7,6 +7,7 @@ import (
 	csimetrics "github.com/kubernetes-csi/csi-lib-utils/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	k8smetrics "k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
@@ -40,13 +41,19 @@ func Handler(gatherers ...prometheus.Gatherer) http.Handler {
 }
 
 // NewCSIMetricsManager returns the manager of the CSI call metrics
-// (csi_sidecar_operations_seconds); its registry is where the sidecar's own
-// metrics go, served by Handler. It leaves process_start_time_seconds to
-// the process collector Handler serves, as upstream does: two registries
-// serving one family would break the scrape.
-func NewCSIMetricsManager() csimetrics.CSIMetricsManager {
-	return csimetrics.NewCSIMetricsManagerWithOptions("", csimetrics.WithProcessStartTime(false))
+// (csi_sidecar_operations_seconds), in a registry of its own for Handler to
+// serve. It leaves process_start_time_seconds to the process collector
+// Handler serves, as upstream does: two registries serving one family would
+// break the scrape. opts add to that, e.g. csimetrics.WithMigration() for the
+// migrated label of a CSI migration target's calls.
+func NewCSIMetricsManager(opts ...csimetrics.MetricsManagerOption) csimetrics.CSIMetricsManager {
+	return csimetrics.NewCSIMetricsManagerWithOptions("", append([]csimetrics.MetricsManagerOption{csimetrics.WithProcessStartTime(false)}, opts...)...)
 }
+
+// NewRegistry returns the registry of the sidecar's own metrics (provisioning,
+// API requests, the library's, capacity), for Handler to serve beside the
+// CSI metrics manager's.
+func NewRegistry() k8smetrics.KubeRegistry { return k8smetrics.NewKubeRegistry() }
 
 // errorLog sends promhttp's gathering errors to klog.
 type errorLog struct{}

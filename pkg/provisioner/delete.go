@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"github.com/crossns/external-provisioner/pkg/migration"
 )
 
 // ShouldDelete holds deletion back while a VolumeAttachment still uses the
@@ -43,6 +45,15 @@ func (p *Provisioner) ShouldDelete(ctx context.Context, pv *v1.PersistentVolume)
 
 // Delete removes the backend volume of a PV this driver provisioned.
 func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	// A PV in the form of the in-tree plugin this driver replaces goes to
+	// DeleteVolume with the handle the driver gave it.
+	pv, migrated, err := p.Migration.ToCSI(klog.FromContext(ctx), pv)
+	if err != nil {
+		return err
+	}
+	if migrated {
+		ctx = migration.Context(ctx, true)
+	}
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != p.DriverName {
 		return &controller.IgnoredError{Reason: fmt.Sprintf("PV %s is not a volume of driver %s", pv.Name, p.DriverName)}
 	}
@@ -107,6 +118,9 @@ func (p *Provisioner) deletionSecrets(ctx context.Context, pv *v1.PersistentVolu
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading StorageClass %q for the deletion secret of %s: %w", pv.Spec.StorageClassName, pv.Name, err)
+		}
+		if class, _, err = p.Migration.Class(klog.FromContext(ctx), class); err != nil {
+			return nil, err
 		}
 		cp, err := parseClassParams(class.Parameters)
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/keylock"
 	"github.com/crossns/external-provisioner/pkg/metrics"
+	"github.com/crossns/external-provisioner/pkg/migration"
 )
 
 // SourceResolver resolves and authorizes data sources (pkg/datasource).
@@ -84,6 +85,9 @@ type Config struct {
 	// Claims tells a claim the loop still works on after it was deleted
 	// from one that exists; nil: every claim handed over exists.
 	Claims corelisters.PersistentVolumeClaimLister
+	// Migration translates classes and PVs of the in-tree plugin that
+	// migrates to this driver (CSI migration); nil for other drivers.
+	Migration *migration.Migration
 }
 
 // Provisioner implements controller.Provisioner, BlockProvisioner and
@@ -128,6 +132,12 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	ctx = klog.NewContext(ctx, logger)
 	defer p.claimLocks.Lock(claim.UID)()
 
+	if !p.Migration.Accepts(claim) {
+		// The PV controller left a claim of the in-tree plugin to that
+		// plugin (its CSI migration is off); upstream ignores it too.
+		return nil, controller.ProvisioningFinished, &controller.IgnoredError{
+			Reason: fmt.Sprintf("claim is for in-tree plugin %s, not migrated to %s", p.Migration.InTreePlugin(), p.DriverName)}
+	}
 	if p.claimGone(claim) {
 		// The loop keeps claims whose call was in flight and hands them back
 		// after they are deleted: end the call instead of making a PV.
@@ -156,14 +166,23 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	}
 	p.topologies.forget(claim.UID)
 	p.recordProvenance(claim, pv, src)
-	logger.V(2).Info("Provisioned", "pv", pv.Name, "volumeHandle", pv.Spec.CSI.VolumeHandle, "source", sourceLabel(src))
+	logger.V(2).Info("Provisioned", "pv", pv.Name, "volumeHandle", volumeHandle(pv), "source", sourceLabel(src))
 	return pv, controller.ProvisioningFinished, nil
 }
 
 // provision does one attempt; errors carry their kind (state.go). Attempts
 // that reached the driver are counted in the provisioning metrics.
 func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOptions, start time.Time) (*v1.PersistentVolume, *datasource.Source, error) {
-	claim, class := opts.PVC, opts.StorageClass
+	claim := opts.PVC
+	// A class of the in-tree plugin this driver replaces is provisioned in
+	// the driver's terms; its PV is written back in the plugin's form.
+	class, migrated, err := p.Migration.Class(klog.FromContext(ctx), opts.StorageClass)
+	if err != nil {
+		return nil, nil, fail(invalid, err)
+	}
+	if migrated {
+		ctx = migration.Context(ctx, true)
+	}
 	if claim.Spec.Selector != nil {
 		return nil, nil, unsupportedClaim("the claim has spec.selector, and dynamic provisioning cannot satisfy a label selector: " +
 			"a volume it creates has no labels to match. Create the claim again without spec.selector (the field cannot be changed) " +
@@ -215,7 +234,10 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 	resp, err := p.createVolume(ctx, claim, opts.PVName, source, secretRef, req, opts.SelectedNode != nil)
 	if err == nil {
 		var pv *v1.PersistentVolume
-		if pv, err = p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src); err == nil {
+		if pv, err = p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src); err == nil && migrated {
+			pv, err = p.Migration.ToInTree(pv)
+		}
+		if err == nil {
 			if vac != nil {
 				// The PV controller binds a claim that names a class only
 				// to a PV of the same class.

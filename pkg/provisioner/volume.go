@@ -103,6 +103,15 @@ func (p *Provisioner) buildVolume(_ context.Context, claim *v1.PersistentVolumeC
 	return pv, nil
 }
 
+// volumeHandle is the PV's CSI volume handle, for logs; a PV written in the
+// form of an in-tree plugin (CSI migration) has none.
+func volumeHandle(pv *v1.PersistentVolume) string {
+	if pv.Spec.CSI == nil {
+		return "(in-tree form)"
+	}
+	return pv.Spec.CSI.VolumeHandle
+}
+
 func onlyReadOnlyMany(modes []v1.PersistentVolumeAccessMode) bool {
 	for _, m := range modes {
 		if m != v1.ReadOnlyMany {
