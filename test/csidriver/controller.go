@@ -60,7 +60,7 @@ func (s *controllerServer) CreateVolume(_ context.Context, req *csi.CreateVolume
 		// provision in accessible_topology"; the provisioner reschedules.
 		return nil, status.Errorf(codes.ResourceExhausted, "volume %q: none of the requested topologies matches this driver's %v", req.GetName(), ours)
 	}
-	source, err := contentSource(req.GetVolumeContentSource())
+	source, err := contentSource(req.GetVolumeContentSource(), s.d.storeVolumeID)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -86,7 +86,7 @@ func (s *controllerServer) CreateVolume(_ context.Context, req *csi.CreateVolume
 
 func (s *controllerServer) csiVolume(v *Volume) *csi.Volume {
 	out := &csi.Volume{
-		VolumeId:      v.ID,
+		VolumeId:      s.d.volumeID(v.ID),
 		CapacityBytes: v.CapacityBytes,
 		VolumeContext: map[string]string{"path": s.d.store.volumeDir(v.ID)},
 	}
@@ -98,7 +98,7 @@ func (s *controllerServer) csiVolume(v *Volume) *csi.Volume {
 		}}
 	case v.Source.VolumeID != "":
 		out.ContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
-			Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: v.Source.VolumeID},
+			Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: s.d.volumeID(v.Source.VolumeID)},
 		}}
 	}
 	if len(v.Topology) > 0 {
@@ -107,7 +107,7 @@ func (s *controllerServer) csiVolume(v *Volume) *csi.Volume {
 	return out
 }
 
-func contentSource(src *csi.VolumeContentSource) (*Source, error) {
+func contentSource(src *csi.VolumeContentSource, volumeID func(string) string) (*Source, error) {
 	if src == nil {
 		return nil, nil
 	}
@@ -121,7 +121,7 @@ func contentSource(src *csi.VolumeContentSource) (*Source, error) {
 		if t.Volume.GetVolumeId() == "" {
 			return nil, fmt.Errorf("volume_content_source.volume.volume_id is required")
 		}
-		return &Source{VolumeID: t.Volume.GetVolumeId()}, nil
+		return &Source{VolumeID: volumeID(t.Volume.GetVolumeId())}, nil
 	default:
 		return nil, fmt.Errorf("unsupported volume_content_source type %T", t)
 	}
@@ -196,7 +196,7 @@ func (s *controllerServer) DeleteVolume(_ context.Context, req *csi.DeleteVolume
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
 	}
-	if err := s.d.store.deleteVolume(req.GetVolumeId()); err != nil {
+	if err := s.d.store.deleteVolume(s.d.storeVolumeID(req.GetVolumeId())); err != nil {
 		return nil, err
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -209,7 +209,7 @@ func (s *controllerServer) ValidateVolumeCapabilities(_ context.Context, req *cs
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "volume_capabilities are required")
 	}
-	v, ok := s.d.store.getVolume(req.GetVolumeId())
+	v, ok := s.d.store.getVolume(s.d.storeVolumeID(req.GetVolumeId()))
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
 	}
@@ -256,17 +256,17 @@ func (s *controllerServer) CreateSnapshot(_ context.Context, req *csi.CreateSnap
 	if req.GetSourceVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "source_volume_id is required")
 	}
-	sn, err := s.d.store.createSnapshot(req.GetName(), req.GetSourceVolumeId(), req.GetParameters())
+	sn, err := s.d.store.createSnapshot(req.GetName(), s.d.storeVolumeID(req.GetSourceVolumeId()), req.GetParameters())
 	if err != nil {
 		return nil, err
 	}
-	return &csi.CreateSnapshotResponse{Snapshot: csiSnapshot(sn)}, nil
+	return &csi.CreateSnapshotResponse{Snapshot: s.csiSnapshot(sn)}, nil
 }
 
-func csiSnapshot(sn *Snapshot) *csi.Snapshot {
+func (s *controllerServer) csiSnapshot(sn *Snapshot) *csi.Snapshot {
 	return &csi.Snapshot{
 		SnapshotId:     sn.ID,
-		SourceVolumeId: sn.SourceVolumeID,
+		SourceVolumeId: s.d.volumeID(sn.SourceVolumeID),
 		SizeBytes:      sn.SizeBytes,
 		CreationTime:   timestamppb.New(sn.CreationTime),
 		ReadyToUse:     sn.ReadyToUse,
@@ -300,13 +300,13 @@ func (s *controllerServer) ListSnapshots(_ context.Context, req *csi.ListSnapsho
 		if id := req.GetSnapshotId(); id != "" && sn.ID != id {
 			continue
 		}
-		if src := req.GetSourceVolumeId(); src != "" && sn.SourceVolumeID != src {
+		if src := req.GetSourceVolumeId(); src != "" && sn.SourceVolumeID != s.d.storeVolumeID(src) {
 			continue
 		}
 		if token != "" && sn.ID <= token {
 			continue
 		}
-		entries = append(entries, &csi.ListSnapshotsResponse_Entry{Snapshot: csiSnapshot(sn)})
+		entries = append(entries, &csi.ListSnapshotsResponse_Entry{Snapshot: s.csiSnapshot(sn)})
 	}
 
 	resp := &csi.ListSnapshotsResponse{Entries: entries}

@@ -66,6 +66,11 @@ type Config struct {
 	// ControlEndpoint is the loopback "host:port" of the HTTP control API
 	// served by Run; empty disables it.
 	ControlEndpoint string
+	// VolumeIDPrefix goes before every volume ID the driver hands out, and
+	// volume IDs it is given must carry it. A driver serving under a
+	// migrated driver's name needs IDs csi-translation-lib can translate:
+	// "projects/UNSPECIFIED/zones/UNSPECIFIED/disks/" for pd.csi.storage.gke.io.
+	VolumeIDPrefix string
 }
 
 // Driver is a running or runnable instance of the test CSI driver.
@@ -139,7 +144,7 @@ func (d *Driver) Snapshots() []Snapshot {
 }
 
 // VolumePath returns the data directory of a volume ID (existing or not).
-func (d *Driver) VolumePath(volumeID string) string { return d.store.volumeDir(volumeID) }
+func (d *Driver) VolumePath(volumeID string) string { return d.store.volumeDir(d.storeVolumeID(volumeID)) }
 
 // SnapshotPath returns the data directory of a snapshot ID.
 func (d *Driver) SnapshotPath(snapshotID string) string { return d.store.snapshotDir(snapshotID) }
@@ -282,4 +287,23 @@ func removeStaleSocket(path string) error {
 	}
 	klog.InfoS("Removed stale socket", "path", path)
 	return nil
+}
+
+// volumeID is the volume ID the driver hands out for a volume of its store:
+// the store's ID after Config.VolumeIDPrefix.
+func (d *Driver) volumeID(id string) string {
+	if id == "" {
+		return ""
+	}
+	return d.cfg.VolumeIDPrefix + id
+}
+
+// storeVolumeID is the store's ID of a volume ID the driver was given. One
+// without the prefix names no volume of the store.
+func (d *Driver) storeVolumeID(volumeID string) string {
+	id, ok := strings.CutPrefix(volumeID, d.cfg.VolumeIDPrefix)
+	if !ok {
+		return "not-a-volume-of-this-driver:" + volumeID
+	}
+	return id
 }

@@ -49,7 +49,7 @@ func (s *controllerServer) ControllerModifyVolume(_ context.Context, req *csi.Co
 	if err := checkMutableParameters(req.GetMutableParameters()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if _, err := s.d.store.modifyVolume(req.GetVolumeId(), req.GetMutableParameters()); err != nil {
+	if _, err := s.d.store.modifyVolume(s.d.storeVolumeID(req.GetVolumeId()), req.GetMutableParameters()); err != nil {
 		return nil, err
 	}
 	return &csi.ControllerModifyVolumeResponse{}, nil

@@ -36,7 +36,7 @@ func (s *nodeServer) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpubli
 	if req.GetVolumeId() == "" || req.GetTargetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume_id and target_path are required")
 	}
-	if _, ok := s.d.store.getVolume(req.GetVolumeId()); !ok {
+	if _, ok := s.d.store.getVolume(s.d.storeVolumeID(req.GetVolumeId())); !ok {
 		return nil, status.Errorf(codes.NotFound, "volume %q not found", req.GetVolumeId())
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil

@@ -27,6 +27,7 @@ func main() {
 		capacity        = flag.String("capacity", csidriver.DefaultCapacity, "total capacity reported by GetCapacity, as a resource quantity")
 		logFile         = flag.String("log-file", "", "file receiving one JSON line per gRPC call (default: stderr)")
 		controlEndpoint = flag.String("control-endpoint", "", "optional loopback host:port of the HTTP control API")
+		volumeIDPrefix  = flag.String("volume-id-prefix", "", "prefix of every volume ID handed out and expected, e.g. projects/UNSPECIFIED/zones/UNSPECIFIED/disks/ to serve as pd.csi.storage.gke.io for a CSI migration test")
 		delays          = map[string]time.Duration{}
 	)
 	flag.Func("delay", "per-method delay Method=duration, repeatable or comma separated; * means all methods", func(s string) error {
@@ -35,7 +36,7 @@ func main() {
 	klog.InitFlags(nil)
 	flag.Parse()
 
-	if err := run(*endpoint, *dataDir, *driverName, *nodeID, *topology, *capacity, *logFile, *controlEndpoint, delays); err != nil {
+	if err := run(*endpoint, *dataDir, *driverName, *nodeID, *topology, *capacity, *logFile, *controlEndpoint, *volumeIDPrefix, delays); err != nil {
 		klog.ErrorS(err, "csi-test-driver failed")
 		klog.Flush()
 		os.Exit(1)
@@ -43,7 +44,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, controlEndpoint string, delays map[string]time.Duration) error {
+func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, controlEndpoint, volumeIDPrefix string, delays map[string]time.Duration) error {
 	if endpoint == "" || dataDir == "" {
 		return fmt.Errorf("--endpoint and --data-dir are required")
 	}
@@ -71,6 +72,7 @@ func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, con
 		Delays:          delays,
 		Endpoint:        endpoint,
 		ControlEndpoint: controlEndpoint,
+		VolumeIDPrefix:  volumeIDPrefix,
 	})
 	if err != nil {
 		return err
