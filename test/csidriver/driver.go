@@ -144,7 +144,9 @@ func (d *Driver) Snapshots() []Snapshot {
 }
 
 // VolumePath returns the data directory of a volume ID (existing or not).
-func (d *Driver) VolumePath(volumeID string) string { return d.store.volumeDir(d.storeVolumeID(volumeID)) }
+func (d *Driver) VolumePath(volumeID string) string {
+	return d.store.volumeDir(d.storeVolumeID(volumeID))
+}
 
 // SnapshotPath returns the data directory of a snapshot ID.
 func (d *Driver) SnapshotPath(snapshotID string) string { return d.store.snapshotDir(snapshotID) }
