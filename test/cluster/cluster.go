@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/kubernetes"
@@ -40,6 +42,8 @@ type state struct {
 	// APIServerGateOff: kube-apiserver runs without CrossNamespaceGate, as
 	// managed clusters do (SetAPIServerCrossNamespaceGate).
 	APIServerGateOff bool `json:"apiServerGateOff,omitempty"`
+	// Instances are the extra driver and sidecar pairs running (instances.go).
+	Instances map[string]*Instance `json:"instances,omitempty"`
 }
 
 // Cluster is a running (or starting) test bed.
@@ -169,6 +173,13 @@ func (c *Cluster) binPath(component string) string {
 	case ProvisionerReplica:
 		return filepath.Join(c.layout.BinDir, Provisioner)
 	}
+	// Instances (instances.go), also those of a bed whose state is gone.
+	switch {
+	case strings.HasPrefix(component, instanceSidecarPrefix):
+		return filepath.Join(c.layout.BinDir, Provisioner)
+	case strings.HasPrefix(component, instanceDriverPrefix):
+		return filepath.Join(c.layout.BinDir, TestDriver)
+	}
 	return c.tools.Bin(component)
 }
 
@@ -198,7 +209,7 @@ type ComponentStatus struct {
 // component with a PID file.
 func (c *Cluster) Status() []ComponentStatus {
 	var out []ComponentStatus
-	for _, comp := range startOrder {
+	for _, comp := range append(slices.Clone(startOrder), c.instanceComponents()...) {
 		pid, _ := readPID(c.layout.PIDPath(comp))
 		if pid == 0 && c.optional(comp) {
 			continue

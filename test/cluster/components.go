@@ -155,8 +155,13 @@ func (c *Cluster) replicaArgs(extra []string) []string {
 }
 
 func (c *Cluster) sidecarArgs(httpPort int, extra []string) []string {
+	return c.sidecarArgsOn(c.state.Socket, httpPort, extra)
+}
+
+// sidecarArgsOn are a sidecar's base flags for the driver on socket, then extra.
+func (c *Cluster) sidecarArgsOn(socket string, httpPort int, extra []string) []string {
 	args := []string{
-		"--csi-address=unix://" + c.state.Socket,
+		"--csi-address=unix://" + socket,
 		"--kubeconfig=" + c.layout.ProvisionerKubeconfig(),
 		"--feature-gates=" + CrossNamespaceGate,
 		fmt.Sprintf("--http-endpoint=127.0.0.1:%d", httpPort),

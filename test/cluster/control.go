@@ -24,7 +24,10 @@ var restartable = map[string]bool{
 	TestDriver: true, CSISnapshotter: true, Provisioner: true, ProvisionerReplica: true,
 }
 
-func checkRestartable(component string) error {
+func (c *Cluster) checkRestartable(component string) error {
+	if inst, _ := c.instanceOf(component); inst != nil {
+		return nil
+	}
 	if !restartable[component] {
 		return fmt.Errorf("component %q cannot be stopped and started on its own", component)
 	}
@@ -45,7 +48,7 @@ func (c *Cluster) ComponentPID(component string) int {
 // unchanged: the component still counts as part of the bed (Check reports it
 // not running) until StartComponent starts it again.
 func (c *Cluster) KillComponent(ctx context.Context, component string) error {
-	if err := checkRestartable(component); err != nil {
+	if err := c.checkRestartable(component); err != nil {
 		return err
 	}
 	pid := c.ComponentPID(component)
@@ -65,7 +68,7 @@ func (c *Cluster) KillComponent(ctx context.Context, component string) error {
 // StopComponent stops the component gracefully (SIGTERM, then SIGKILL after
 // 15 s). Like KillComponent it leaves the bed's state unchanged.
 func (c *Cluster) StopComponent(ctx context.Context, component string) error {
-	if err := checkRestartable(component); err != nil {
+	if err := c.checkRestartable(component); err != nil {
 		return err
 	}
 	pid := c.ComponentPID(component)
@@ -79,11 +82,14 @@ func (c *Cluster) StopComponent(ctx context.Context, component string) error {
 // ran with and waits until it is ready. A component that runs already is
 // left alone.
 func (c *Cluster) StartComponent(ctx context.Context, component string) error {
-	if err := checkRestartable(component); err != nil {
+	if err := c.checkRestartable(component); err != nil {
 		return err
 	}
 	if c.ComponentPID(component) != 0 {
 		return nil
+	}
+	if inst, _ := c.instanceOf(component); inst != nil {
+		return c.startInstanceComponent(ctx, component)
 	}
 	switch component {
 	case Provisioner:

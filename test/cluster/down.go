@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -41,13 +43,32 @@ func DownAt(ctx context.Context, repoRoot string) error {
 // before etcd, or its shutdown hangs on storage.
 func (c *Cluster) stopAll(ctx context.Context) []error {
 	var errs []error
-	for i := len(startOrder) - 1; i >= 0; i-- {
-		comp := startOrder[i]
+	// Instances first (each sidecar before its driver), and components whose
+	// PID files a broken state does not name, then the bed in reverse.
+	order := append(slices.Clone(startOrder), c.instanceComponents()...)
+	order = append(order, c.unknownPIDFiles(order)...)
+	for i := len(order) - 1; i >= 0; i-- {
+		comp := order[i]
 		if err := c.stopComponent(ctx, comp); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errs
+}
+
+// unknownPIDFiles are the components with a PID file that known does not
+// list: instances of a bed whose state is gone.
+func (c *Cluster) unknownPIDFiles(known []string) []string {
+	files, _ := filepath.Glob(filepath.Join(c.layout.PIDDir(), "*.pid"))
+	var out []string
+	for _, f := range files {
+		comp := strings.TrimSuffix(filepath.Base(f), ".pid")
+		if !slices.Contains(known, comp) {
+			out = append(out, comp)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (c *Cluster) stopComponent(ctx context.Context, component string) error {

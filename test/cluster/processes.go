@@ -44,6 +44,12 @@ func (ch *child) running() bool {
 // command that started it and ^C in that terminal does not reach it, with
 // stdout and stderr appended to logPath and its PID written to pidPath.
 func startDetached(ctx context.Context, component, bin string, args []string, logPath, pidPath string) (*child, error) {
+	return startDetachedEnv(ctx, component, bin, args, nil, logPath, pidPath)
+}
+
+// startDetachedEnv is startDetached with env ("K=V") added to this
+// process's environment.
+func startDetachedEnv(ctx context.Context, component, bin string, args, env []string, logPath, pidPath string) (*child, error) {
 	logger := klog.FromContext(ctx)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("creating log dir: %w", err)
@@ -65,6 +71,9 @@ func startDetached(ctx context.Context, component, bin string, args []string, lo
 	// Not CommandContext: the component must outlive ctx.
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, logFile, logFile
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", component, err)
