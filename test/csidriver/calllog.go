@@ -75,8 +75,12 @@ func NewRequest(method string) (proto.Message, error) {
 // method's request type, e.g. *csi.CreateVolumeRequest). Stripped secrets
 // are left empty.
 func (r CallRecord) DecodeRequest(msg proto.Message) error {
+	// Numbers stay as written: as float64, an int64 near 2^63 (a claim of
+	// 8Ei) would come back rounded past the int64 range.
+	dec := json.NewDecoder(bytes.NewReader(r.Request))
+	dec.UseNumber()
 	var generic any
-	if err := json.Unmarshal(r.Request, &generic); err != nil {
+	if err := dec.Decode(&generic); err != nil {
 		return fmt.Errorf("decoding %s request: %w", r.Method, err)
 	}
 	cleaned, err := json.Marshal(dropStripped(generic))

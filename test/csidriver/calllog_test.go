@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -228,5 +229,20 @@ func TestNewRequest(t *testing.T) {
 	}
 	if _, err := NewRequest("Nope"); err == nil {
 		t.Error("NewRequest accepted an unknown method")
+	}
+}
+
+// TestDecodeRequestKeepsLargeInt64: sizes near 2^63 come back exactly (a
+// float64 on the way would round them past the int64 range and fail).
+func TestDecodeRequestKeepsLargeInt64(t *testing.T) {
+	for _, n := range []int64{math.MinInt64, math.MaxInt64, math.MaxInt64 - 1, 1<<53 + 1} {
+		rec := CallRecord{Method: "CreateVolume", Request: json.RawMessage(fmt.Sprintf(`{"name":"v","capacity_range":{"required_bytes":%d}}`, n))}
+		req := &csi.CreateVolumeRequest{}
+		if err := rec.DecodeRequest(req); err != nil {
+			t.Fatalf("DecodeRequest(%d): %v", n, err)
+		}
+		if got := req.GetCapacityRange().GetRequiredBytes(); got != n {
+			t.Errorf("required_bytes = %d, want %d", got, n)
+		}
 	}
 }
