@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -148,18 +147,7 @@ func startSidecarLog(t *testing.T) func() string {
 	if err := bed.RestartProvisioner(testContext(t)); err != nil {
 		t.Fatalf("restarting the sidecar: %v", err)
 	}
-	path := bed.LogPath(cluster.Provisioner)
-	return func() string {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("reading the sidecar log: %v", err)
-		}
-		log := string(data)
-		if i := strings.LastIndex(log, "\n==== "); i >= 0 {
-			return log[i+1:]
-		}
-		return log
-	}
+	return func() string { return sidecarLogSinceStart(t) }
 }
 
 // sidecarPID is the PID of the running sidecar.
