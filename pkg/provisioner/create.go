@@ -10,16 +10,31 @@ import (
 	"github.com/crossns/external-provisioner/pkg/inflight"
 )
 
-// createVolume records the call (durably, before it is made), calls the
-// driver and classifies failures. The record ends when the PV exists
-// (pkg/inflight), when the driver refused the call for good, or when the
-// volume was deleted again; while the outcome is unknown it stays.
+// createVolume records the call (durably, before it is made), decides the
+// source once more (authorize), calls the driver and classifies failures.
+// The record ends when the PV exists (pkg/inflight), when the driver refused
+// the call for good, or when the volume was deleted again; while the outcome
+// is unknown it stays.
+//
+// Writing the record can take seconds (it waits for the client's rate limit
+// and for the batch it is written with), so a decision taken before it may be
+// stale by the time of the call: authorize runs after the write, right before
+// the call. When it refuses, the record of this attempt is dropped (no call
+// was made under it); a record an earlier attempt left stays, so its call,
+// which may still run, is settled.
 func (p *Provisioner) createVolume(ctx context.Context, claim *v1.PersistentVolumeClaim, pvName, source string, secretRef *v1.SecretReference,
-	req *csi.CreateVolumeRequest, nodeSelected bool) (*csi.CreateVolumeResponse, error) {
+	req *csi.CreateVolumeRequest, nodeSelected bool, authorize func() error) (*csi.CreateVolumeResponse, error) {
+	_, earlier := p.Records.Get(claim.UID)
 	rec := inflight.Record{ClaimUID: claim.UID, Namespace: claim.Namespace, Claim: claim.Name, PVName: pvName,
 		Source: source, SecretRef: secretRef, Request: req}
 	if err := p.Records.Add(ctx, rec); err != nil {
 		return nil, fail(transient, fmt.Errorf("not calling CreateVolume %q: %w", req.Name, err))
+	}
+	if err := authorize(); err != nil {
+		if !earlier {
+			p.Records.Remove(claim.UID)
+		}
+		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	resp, err := p.CSI.CreateVolume(cctx, req)

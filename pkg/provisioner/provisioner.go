@@ -123,8 +123,9 @@ func (p *Provisioner) SupportsBlock(context.Context) bool { return true }
 
 // Provision creates the volume for a claim and returns its PV. The order is
 // the safety argument: every check that can refuse the claim (class, source,
-// topology, secret, and the grant, decided again last) comes before the
-// source is protected, the call is recorded durably, and CreateVolume is made.
+// topology, secret, and the grant) comes before the source is protected and
+// the call is recorded durably; the grant is decided again after each of
+// those, the last time right before CreateVolume is made.
 func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	start := time.Now()
 	claim := opts.PVC
@@ -217,8 +218,9 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 	if src != nil {
 		source = src.Ref.Key()
 		// Only a claim allowed now may hold someone else's source: decide
-		// again before protecting, and once more after, so a grant deleted
-		// meanwhile still stops the call (the hold is then released).
+		// again before protecting, once more after, so a grant deleted
+		// meanwhile still stops the call (the hold is then released), and
+		// a last time once the call is recorded (createVolume).
 		if err := p.authorize(claim, src); err != nil {
 			return nil, src, err
 		}
@@ -231,7 +233,13 @@ func (p *Provisioner) provision(ctx context.Context, opts controller.ProvisionOp
 			}
 		}
 	}
-	resp, err := p.createVolume(ctx, claim, opts.PVName, source, secretRef, req, opts.SelectedNode != nil)
+	authorize := func() error {
+		if src == nil {
+			return nil
+		}
+		return p.authorize(claim, src)
+	}
+	resp, err := p.createVolume(ctx, claim, opts.PVName, source, secretRef, req, opts.SelectedNode != nil, authorize)
 	if err == nil {
 		var pv *v1.PersistentVolume
 		if pv, err = p.buildVolume(ctx, claim, class, opts.PVName, refs, req, resp.Volume, src); err == nil && migrated {
