@@ -134,7 +134,9 @@ func (e *env) selections() []string {
 }
 
 func capacity(ok bool, err error) CapacityCheck {
-	return func(context.Context, *v1.PersistentVolumeClaim, *storagev1.StorageClass, *v1.Node) (bool, error) { return ok, err }
+	return func(context.Context, *v1.PersistentVolumeClaim, *storagev1.StorageClass, *v1.Node) (bool, error) {
+		return ok, err
+	}
 }
 
 func TestResponsible(t *testing.T) {
@@ -296,7 +298,7 @@ func (f *fakeInner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 	f.deleted = append(f.deleted, pv.Name)
 	return nil
 }
-func (f *fakeInner) SupportsBlock(context.Context) bool                        { return true }
+func (f *fakeInner) SupportsBlock(context.Context) bool                      { return true }
 func (f *fakeInner) ShouldDelete(context.Context, *v1.PersistentVolume) bool { return true }
 func (f *fakeInner) HasCapacity(context.Context, *v1.PersistentVolumeClaim, *storagev1.StorageClass, *v1.Node) (bool, error) {
 	return true, nil
