@@ -98,3 +98,27 @@ func TestPlanMixesEveryKindOfClaim(t *testing.T) {
 		}
 	}
 }
+
+func TestExpectBound(t *testing.T) {
+	snap := &SourceRef{Namespace: "a", Kind: KindSnapshot, Name: "snap"}
+	live, gone := &sourceRec{}, &sourceRec{deleted: true}
+	for _, tc := range []struct {
+		name    string
+		spec    ClaimSpec
+		src     *sourceRec
+		granted bool
+		want    bool
+	}{
+		{"empty volume", ClaimSpec{Namespace: "a"}, nil, false, true},
+		{"same namespace, source there", ClaimSpec{Namespace: "a", Source: snap}, live, false, true},
+		{"same namespace, source deleted", ClaimSpec{Namespace: "a", Source: snap}, gone, false, false},
+		{"source never made", ClaimSpec{Namespace: "a", Source: snap}, nil, false, false},
+		{"other namespace, granted", ClaimSpec{Namespace: "b", Source: snap}, live, true, true},
+		{"other namespace, no grant", ClaimSpec{Namespace: "b", Source: snap}, live, false, false},
+		{"other namespace, granted, source deleted", ClaimSpec{Namespace: "b", Source: snap}, gone, true, false},
+	} {
+		if got := expectBound(tc.spec, tc.src, tc.granted); got != tc.want {
+			t.Errorf("%s: expectBound = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
