@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -51,11 +52,9 @@ func (n *Node) Responsible(ctx context.Context, claim *v1.PersistentVolumeClaim,
 		return false, nil // late binding: the scheduler selects
 	}
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim), "node", n.cfg.NodeName)
-	if len(class.AllowedTopologies) > 0 && n.cfg.Topology != nil {
-		if _, err := n.cfg.Topology.Requirements(class, n.node, claim.Name); err != nil {
-			logger.V(5).Info("Not competing for claim: the class's allowed topologies do not admit this node", "err", err.Error())
-			return false, nil
-		}
+	if segment := n.Segment(); segment != nil && len(class.AllowedTopologies) > 0 && !admits(class.AllowedTopologies, segment) {
+		logger.V(5).Info("Not competing for claim: the class's allowed topologies do not admit this node", "segment", segment)
+		return false, nil
 	}
 	if err := n.becomeOwner(klog.NewContext(ctx, logger), claim, class, hasCapacity); err != nil {
 		return false, fmt.Errorf("claim %s/%s: %w", claim.Namespace, claim.Name, err)
@@ -143,6 +142,26 @@ func (n *Node) current(claim *v1.PersistentVolumeClaim) (current *v1.PersistentV
 	}
 	selected := current.Annotations[AnnSelectedNode]
 	return current, selected != "" && selected != n.cfg.NodeName, nil
+}
+
+// admits reports whether a node with segment may get a volume of a class
+// with these allowed topologies: some term whose every expression holds a
+// key of the segment with its value among the values, as CreateVolume's
+// requirements for the node would be computed.
+func admits(allowed []v1.TopologySelectorTerm, segment map[string]string) bool {
+	for _, term := range allowed {
+		ok := true
+		for _, e := range term.MatchLabelExpressions {
+			if v, has := segment[e.Key]; !has || !slices.Contains(e.Values, v) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // claimDeleted forgets a deleted claim's attempts.

@@ -26,13 +26,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Topology computes CreateVolume accessibility requirements
-// (*topology.Builder); here it tells whether a class's allowedTopologies
-// admit this node.
-type Topology interface {
-	Requirements(class *storagev1.StorageClass, selected *v1.Node, claimName string) (*csi.TopologyRequirement, error)
-}
-
 // Config is what New needs; main fills it from the flags, NODE_NAME and
 // the driver's NodeGetInfo.
 type Config struct {
@@ -56,9 +49,6 @@ type Config struct {
 	Claims coreinformers.PersistentVolumeClaimInformer
 	// Classes reads claims' classes.
 	Classes storagelisters.StorageClassLister
-	// Topology is nil when the driver has no topology (or the Topology gate
-	// is off).
-	Topology Topology
 }
 
 // Node is one instance's view of its node.

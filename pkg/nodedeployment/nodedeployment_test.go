@@ -64,23 +64,6 @@ func class(mode storagev1.VolumeBindingMode, allowed ...string) *storagev1.Stora
 	return c
 }
 
-// fakeTopology admits the node when the class's allowed topologies name
-// its segment value.
-type fakeTopology struct{}
-
-func (fakeTopology) Requirements(class *storagev1.StorageClass, node *v1.Node, _ string) (*csi.TopologyRequirement, error) {
-	for _, term := range class.AllowedTopologies {
-		for _, e := range term.MatchLabelExpressions {
-			for _, v := range e.Values {
-				if node.Labels[e.Key] == v {
-					return &csi.TopologyRequirement{}, nil
-				}
-			}
-		}
-	}
-	return nil, errors.New("no allowed topology admits the node")
-}
-
 type env struct {
 	n      *Node
 	client *fake.Clientset
@@ -174,9 +157,9 @@ func TestResponsible(t *testing.T) {
 			if cached == nil {
 				cached = tc.claim
 			}
-			cfg := Config{ImmediateBinding: !tc.noImmediate, Topology: fakeTopology{}}
+			cfg := Config{ImmediateBinding: !tc.noImmediate}
 			if tc.noTopology {
-				cfg.Topology = nil
+				cfg.NodeInfo = nodeInfo(nil)
 			}
 			e := newTestNode(t, cfg, cached, tc.class)
 			check := tc.capacity
@@ -402,5 +385,30 @@ func TestNewNeeds(t *testing.T) {
 				t.Errorf("New = %v, want an error about %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestAdmits(t *testing.T) {
+	term := func(exprs ...v1.TopologySelectorLabelRequirement) v1.TopologySelectorTerm {
+		return v1.TopologySelectorTerm{MatchLabelExpressions: exprs}
+	}
+	in := func(key string, values ...string) v1.TopologySelectorLabelRequirement {
+		return v1.TopologySelectorLabelRequirement{Key: key, Values: values}
+	}
+	segment := map[string]string{topoKey: thisNode, "zone": "a"}
+	for _, tc := range []struct {
+		name    string
+		allowed []v1.TopologySelectorTerm
+		want    bool
+	}{
+		{name: "value listed", allowed: []v1.TopologySelectorTerm{term(in(topoKey, "node-a", thisNode))}, want: true},
+		{name: "value not listed", allowed: []v1.TopologySelectorTerm{term(in(topoKey, "node-a"))}},
+		{name: "all expressions of a term", allowed: []v1.TopologySelectorTerm{term(in(topoKey, thisNode), in("zone", "b"))}},
+		{name: "any term", allowed: []v1.TopologySelectorTerm{term(in("zone", "b")), term(in("zone", "a"))}, want: true},
+		{name: "key the node lacks", allowed: []v1.TopologySelectorTerm{term(in("rack", "1"))}},
+	} {
+		if got := admits(tc.allowed, segment); got != tc.want {
+			t.Errorf("%s: admits = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
