@@ -54,6 +54,7 @@ import (
 	"github.com/crossns/external-provisioner/pkg/provisioner"
 	"github.com/crossns/external-provisioner/pkg/referencegrant"
 	"github.com/crossns/external-provisioner/pkg/requeue"
+	"github.com/crossns/external-provisioner/pkg/sharing"
 	"github.com/crossns/external-provisioner/pkg/snapshotapi"
 	"github.com/crossns/external-provisioner/pkg/topology"
 )
@@ -294,14 +295,30 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	snapshots.CheckContentsAccess(access.Reviewer{Client: client})
 	snapshots.OnAvailable(protector.SnapshotsAvailable)
 	snapshots.OnContentsCached(protector.ContentsAvailable)
+	// Live sharing (pkg/sharing) decides across namespaces with the same
+	// grants; its gate alone also needs them watched.
+	sharingEnabled := features.Enabled(features.CrossNamespaceVolumeSharing)
 	var grants *referencegrant.Watcher
-	if crossNamespace {
+	var grantChecker referencegrant.Checker
+	if crossNamespace || sharingEnabled {
 		grants = referencegrant.NewWatcher(gatewayClient, client.Discovery(), 15*time.Minute, logger.WithName("referencegrants"))
 		grants.AddListener(func(c referencegrant.Change) {
 			requeueInformer.GrantsChanged(c)
 			protector.GrantsChanged(c.Namespace)
 		})
+		grantChecker = grants
+	}
+	if crossNamespace {
 		resolver.Grants = grants
+	}
+	// Always wired, gate on or off: a share-from claim is refused rather
+	// than given a volume of its own, and volumes shared earlier keep their
+	// source held and are never deleted under their subordinates.
+	sharer, err := sharing.New(sharing.Config{DriverName: driverName, Enabled: sharingEnabled, Client: client,
+		Claims: claimInformer, Volumes: factory.Core().V1().PersistentVolumes(), Grants: grantChecker,
+		Requeue: requeueInformer, Recorder: recorder})
+	if err != nil {
+		return fmt.Errorf("creating the volume sharing controller: %w", err)
 	}
 
 	// Topology is used when the driver has it and the Topology gate is on.
@@ -355,6 +372,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		Protector:                 protector,
 		Records:                   records,
 		Claims:                    claimInformer.Lister(),
+		Sharer:                    sharer,
 		Topology:                  topo,
 		VolumeAttachments:         factory.Storage().V1().VolumeAttachments().Lister(),
 		VolumeAttributesClasses:   vacs,
@@ -418,6 +436,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 			return
 		}
 		go protector.Run(ctx, int(*cloningProtectionThreads))
+		go sharer.Run(ctx, 1)
 		// Calls recorded by an earlier process are known before any new one.
 		if err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
 			if err := records.Load(ctx); err != nil {

@@ -50,6 +50,20 @@ const (
 	// owner: @crossns/storage (upstream: @rhrmo)
 	// alpha: upstream v6.0 (Kubernetes sidecars v1.34)
 	ReleaseLeaderElectionOnExit featuregate.Feature = "ReleaseLeaderElectionOnExit"
+
+	// CrossNamespaceVolumeSharing lets a claim annotated
+	// provisioner.crossns.io/share-from: <namespace>/<claim> be bound to the
+	// volume of that claim itself (live, no copy), when the source claim is
+	// annotated provisioner.crossns.io/sharing and, across namespaces, a
+	// ReferenceGrant there allows it (pkg/sharing). Ours, not upstream's; it
+	// needs no Kubernetes feature gate. Off, share-from claims are refused
+	// with an Event; volumes shared earlier keep working and keep their
+	// source held.
+	//
+	// owner: @crossns/storage
+	// issue: 11 (live sharing)
+	// alpha: v0.1
+	CrossNamespaceVolumeSharing featuregate.Feature = "CrossNamespaceVolumeSharing"
 )
 
 // Gate is the sidecar's own gate set, filled by --feature-gates. It is not
@@ -71,15 +85,16 @@ func init() {
 }
 
 // defaultFeatureGates are upstream v6.3.0's gates (its README's feature
-// table and pkg/features). CrossNamespaceVolumeDataSource stays off by
-// default, as KEP-3294 is alpha: a cross-namespace reference is a security
-// decision an admin opts into. No gate is locked: upstream lets each be set
-// either way.
+// table and pkg/features), and ours. CrossNamespaceVolumeDataSource stays
+// off by default, as KEP-3294 is alpha: a cross-namespace reference is a
+// security decision an admin opts into; so does CrossNamespaceVolumeSharing.
+// No gate is locked: upstream lets each be set either way.
 var defaultFeatureGates = map[featuregate.Feature]featuregate.FeatureSpec{
 	CrossNamespaceVolumeDataSource: {Default: false, PreRelease: featuregate.Alpha},
 	Topology:                       {Default: true, PreRelease: featuregate.GA},
 	VolumeAttributesClass:          {Default: true, PreRelease: featuregate.GA},
 	ReleaseLeaderElectionOnExit:    {Default: false, PreRelease: featuregate.Alpha},
+	CrossNamespaceVolumeSharing:    {Default: false, PreRelease: featuregate.Alpha},
 }
 
 // Enabled reports whether feature f is on.

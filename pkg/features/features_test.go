@@ -10,7 +10,7 @@ import (
 
 func TestGateFlag(t *testing.T) {
 	type gates map[featuregate.Feature]bool
-	defaults := gates{CrossNamespaceVolumeDataSource: false, Topology: true, VolumeAttributesClass: true, ReleaseLeaderElectionOnExit: false}
+	defaults := gates{CrossNamespaceVolumeDataSource: false, Topology: true, VolumeAttributesClass: true, ReleaseLeaderElectionOnExit: false, CrossNamespaceVolumeSharing: false}
 	with := func(changes gates) gates {
 		out := gates{}
 		for k, v := range defaults {
@@ -40,6 +40,8 @@ func TestGateFlag(t *testing.T) {
 		{name: "a later flag wins for the same gate",
 			args: []string{"--feature-gates=CrossNamespaceVolumeDataSource=true,ReleaseLeaderElectionOnExit=true", "--feature-gates=CrossNamespaceVolumeDataSource=false"},
 			want: with(gates{ReleaseLeaderElectionOnExit: true})},
+		{name: "sharing turned on, independently of data sources", args: []string{"--feature-gates=CrossNamespaceVolumeSharing=true"},
+			want: with(gates{CrossNamespaceVolumeSharing: true})},
 		{name: "GA gates can be turned off", args: []string{"--feature-gates=Topology=false,VolumeAttributesClass=false"},
 			want: with(gates{Topology: false, VolumeAttributesClass: false})},
 		{name: "unknown gate refused, naming the known ones", args: []string{"--feature-gates=Topology=true", "--feature-gates=NoSuchGate=true"},

@@ -57,6 +57,12 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != p.DriverName {
 		return &controller.IgnoredError{Reason: fmt.Sprintf("PV %s is not a volume of driver %s", pv.Name, p.DriverName)}
 	}
+	if done, err := p.deleteShared(ctx, pv); err != nil {
+		return err
+	} else if done {
+		p.deleted.add(pv.Name)
+		return nil
+	}
 	secrets, err := p.deletionSecrets(ctx, pv)
 	if apierrors.IsNotFound(err) {
 		// The secret went first (often with its namespace): waiting for it

@@ -88,6 +88,9 @@ type Config struct {
 	// Migration translates classes and PVs of the in-tree plugin that
 	// migrates to this driver (CSI migration); nil for other drivers.
 	Migration *migration.Migration
+	// Sharer serves claims that ask to share a volume (share.go); nil:
+	// none are served and no PV is taken for a subordinate.
+	Sharer Sharer
 }
 
 // Provisioner implements controller.Provisioner, BlockProvisioner and
@@ -147,6 +150,10 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		}
 		p.topologies.forget(claim.UID)
 		return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: "claim was deleted"}
+	}
+	if p.Sharer != nil && p.Sharer.Requested(claim) {
+		// A share binds to a volume that exists: no CreateVolume at all.
+		return p.provisionShared(ctx, opts)
 	}
 	if ref, ok := datasource.RefOf(claim); ok && !ref.Handled() && ref.Validate() == nil {
 		// A volume populator's claim: it provisions the volume (through a

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crossns/external-provisioner/pkg/datasource"
 	"github.com/crossns/external-provisioner/pkg/events"
+	"github.com/crossns/external-provisioner/pkg/sharing"
 )
 
 // failureKind says what a failed attempt means for its claim. The state the
@@ -32,8 +33,9 @@ const (
 	// reschedule: the selected node cannot get the volume; the scheduler
 	// picks again (late binding only).
 	reschedule
-	// refused: the data source is not allowed. Not retried on a timer: a
-	// grant change requeues the claim (pkg/requeue).
+	// refused: the data source is not allowed, or a share is not (yet)
+	// possible. Not retried on a timer: a grant change requeues the claim
+	// (pkg/requeue), and a change of a share's source does too (pkg/sharing).
 	refused
 	// undecided: grants cannot be read, so access is neither allowed nor
 	// revoked. Like refused, except that a call in flight stays in flight.
@@ -84,6 +86,16 @@ func kindOf(err error) *failure {
 			return &failure{kind: unsupported, err: err, reason: de.Reason}
 		default:
 			return &failure{kind: invalid, err: err}
+		}
+	}
+	if se, ok := sharing.AsError(err); ok {
+		switch {
+		case se.Kind == sharing.Unsupported:
+			return &failure{kind: unsupported, err: err, reason: se.Reason, denial: se.Denial}
+		case se.Undecided:
+			return &failure{kind: undecided, err: err, reason: se.Reason, denial: se.Denial}
+		default:
+			return &failure{kind: refused, err: err, reason: se.Reason, denial: se.Denial}
 		}
 	}
 	return &failure{kind: transient, err: err}

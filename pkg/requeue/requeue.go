@@ -121,6 +121,21 @@ func (i *Informer) keep(h cache.ResourceEventHandler) {
 	i.handlers = append(i.handlers, h)
 }
 
+// Requeue hands each claim to the provision loop as an unchanged update, so
+// it is tried again at once. Other deciders use it (pkg/sharing: a share-from
+// claim waits on its source claim's annotation and state, not only on
+// grants); the claims are theirs to choose.
+func (i *Informer) Requeue(claims ...*v1.PersistentVolumeClaim) {
+	i.mu.Lock()
+	handlers := slices.Clone(i.handlers)
+	i.mu.Unlock()
+	for _, claim := range claims {
+		for _, h := range handlers {
+			h.OnUpdate(claim, claim)
+		}
+	}
+}
+
 // GrantsChanged requeues every waiting claim whose grant decision c may have
 // changed: with c.All, every claim waiting for a source in another
 // namespace; otherwise the claims in c's PersistentVolumeClaim from

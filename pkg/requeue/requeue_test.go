@@ -361,3 +361,14 @@ func TestGrantEditsRequeue(t *testing.T) {
 		})
 	}
 }
+
+// TestRequeue: claims another decider picks are handed to the loop's
+// handlers, and only to them, once each.
+func TestRequeue(t *testing.T) {
+	claims := waitingClaims()
+	inf, loop, resync, other := newInformer(t, claims, false)
+
+	inf.Requeue(claims[0], claims[3])
+
+	checkRequeued(t, loop, resync, other, []string{"dev/clone-a", "dev/restore-a"})
+}

@@ -164,6 +164,8 @@ func (c *Cluster) sidecarArgsOn(socket string, httpPort int, extra []string) []s
 		"--csi-address=unix://" + socket,
 		"--kubeconfig=" + c.layout.ProvisionerKubeconfig(),
 		"--feature-gates=" + CrossNamespaceGate,
+		// The sidecar's own gate (live sharing); Kubernetes has none.
+		"--feature-gates=" + SharingGate,
 		fmt.Sprintf("--http-endpoint=127.0.0.1:%d", httpPort),
 		"--v=5",
 	}

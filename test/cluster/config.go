@@ -42,6 +42,9 @@ const (
 	DriverNodeID = "testbed-node"
 	// CrossNamespaceGate is the feature gate every component of the bed runs with.
 	CrossNamespaceGate = "CrossNamespaceVolumeDataSource=true"
+	// SharingGate is the sidecar's live-sharing gate, on in the bed's
+	// sidecars only (the Kubernetes components do not know it).
+	SharingGate = "CrossNamespaceVolumeSharing=true"
 )
 
 // Ports are the loopback ports of the bed. Defaults stay away from the

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The KEP-3294 story on the local bed: prod owns a snapshot, dev wants a copy.
+# The KEP-3294 story on the local bed: prod owns a snapshot, dev wants a copy;
+# then live sharing: datasets owns a dataset, dev mounts that very volume.
 # Run through `make demo` (which brings the bed up first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,8 @@ ready() { [ "$($k get volumesnapshot -n "$1" "$2" -o jsonpath='{.status.readyToU
 voldir() { echo "$data/volumes/$($k get pv "$($k get pvc -n "$1" "$2" -o jsonpath='{.spec.volumeName}')" -o jsonpath='{.spec.csi.volumeHandle}')"; }
 
 say "Fresh namespaces prod and dev"
-$k delete namespace prod dev --ignore-not-found --wait=true >/dev/null
+$k delete namespace dev --ignore-not-found --wait=true >/dev/null
+$k delete namespace prod datasets --ignore-not-found --wait=true >/dev/null
 run $k create namespace prod
 run $k create namespace dev
 
@@ -83,3 +85,28 @@ $k get pv "$pv" -o go-template='{{range $k, $v := .metadata.annotations}}{{if or
 say "The data, read from dev's volume"
 dst=$(voldir dev copy-of-prod)
 run cat "$dst/orders.csv"
+
+say "Sharing, not copying: datasets owns a dataset that dev mounts live"
+run $k create namespace datasets
+run $k apply -f deploy/kubernetes/examples/sharing/datasets-claim.yaml
+wait_for 60 "datasets/ml-data to bind" bound datasets ml-data
+ds=$(voldir datasets ml-data)
+mkdir -p "$ds" && printf 'image,label\ncat.png,cat\n' > "$ds/labels.csv"
+echo "datasets/ml-data is Bound (ReadWriteMany, annotated sharing: ReadOnlyMany); wrote labels.csv"
+run $k apply -f deploy/kubernetes/examples/sharing/datasets-grant.yaml
+run $k apply -f deploy/kubernetes/examples/sharing/dev-share.yaml
+wait_for 60 "dev/ml-data to bind" bound dev ml-data
+run $k get pvc -n dev ml-data
+share=$($k get pvc -n dev ml-data -o jsonpath='{.spec.volumeName}')
+own=$($k get pvc -n datasets ml-data -o jsonpath='{.spec.volumeName}')
+printf 'PV %-45s handle %s\n' "$own (datasets)" "$($k get pv "$own" -o jsonpath='{.spec.csi.volumeHandle}')"
+printf 'PV %-45s handle %s readOnly=%s shared-from=%s\n' "$share (dev)" "$($k get pv "$share" -o jsonpath='{.spec.csi.volumeHandle}')" \
+  "$($k get pv "$share" -o jsonpath='{.spec.csi.readOnly}')" "$($k get pv "$share" -o jsonpath='{.metadata.annotations.provisioner\.crossns\.io/shared-from}')"
+uid=$($k get pvc -n dev ml-data -o jsonpath='{.metadata.uid}')
+echo "CreateVolume calls for dev/ml-data: $(grep -c "\"name\":\"pvc-$uid\"" "$calls" || true) (a share is no copy)"
+echo "Events on both claims:"
+$k get events -n dev --field-selector involvedObject.name=ml-data,reason=VolumeShared -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
+$k get events -n datasets --field-selector involvedObject.name=ml-data,reason=VolumeShared -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
+printf 'dog.png,dog\n' >> "$ds/labels.csv"
+echo "datasets appended a line; dev reads its own claim's volume:"
+run cat "$(voldir dev ml-data)/labels.csv"

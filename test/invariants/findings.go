@@ -9,6 +9,8 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/crossns/external-provisioner/pkg/sharing"
 )
 
 // Names of the checks, as findings and reports name them.
@@ -45,20 +47,50 @@ func (f Finding) String() string { return f.Msg + "; " + f.Owner.String() }
 
 // BackendFindings compares the driver's backend with its PVs and
 // VolumeSnapshotContents.
+//
+// A shared volume (pkg/sharing) has one owner PV and subordinate PVs with
+// the same handle: the subordinates are references to the owner's volume,
+// not volumes of their own. So a volume is owned only by a PV that is not a
+// subordinate: one referred to by subordinates alone is leaked (nobody will
+// delete it once they are gone), and one with two owners is a finding too
+// (deleting either PV deletes the other's data).
 func BackendFindings(s *State, a Attributor) []Finding {
 	var out []Finding
-	pvOfHandle := map[string]*corev1.PersistentVolume{}
+	ownersOf, subsOf := map[string][]string{}, map[string][]string{}
 	for i := range s.PVs {
-		pvOfHandle[s.PVs[i].Spec.CSI.VolumeHandle] = &s.PVs[i]
+		pv := &s.PVs[i]
+		h := pv.Spec.CSI.VolumeHandle
+		if sharing.IsSubordinate(pv) {
+			subsOf[h] = append(subsOf[h], pv.Name)
+		} else {
+			ownersOf[h] = append(ownersOf[h], pv.Name)
+		}
 	}
 	backendVolume := map[string]bool{}
 	for _, v := range s.Volumes {
 		backendVolume[v.ID] = true
-		if pvOfHandle[v.ID] == nil {
+		owners, subs := ownersOf[v.ID], subsOf[v.ID]
+		switch {
+		case len(owners) == 0 && len(subs) == 0:
 			out = append(out, Finding{
 				Check: CheckBackend,
 				Key:   "leaked volume " + v.ID,
 				Msg:   fmt.Sprintf("leaked volume %s (name %q, created %s): in the driver's backend, but no PV has this handle", v.ID, v.Name, v.CreationTime.Format(time.RFC3339)),
+				Owner: a.OwnerOfName(v.Name),
+			})
+		case len(owners) == 0:
+			out = append(out, Finding{
+				Check: CheckBackend,
+				Key:   "leaked volume " + v.ID,
+				Msg: fmt.Sprintf("leaked volume %s (name %q, created %s): only subordinate PVs %v (shares) have this handle and the PV that owned it is gone: nothing will delete it",
+					v.ID, v.Name, v.CreationTime.Format(time.RFC3339), subs),
+				Owner: a.OwnerOfName(v.Name),
+			})
+		case len(owners) > 1:
+			out = append(out, Finding{
+				Check: CheckBackend,
+				Key:   "volume with two owners " + v.ID,
+				Msg:   fmt.Sprintf("volume %s (name %q) is the handle of PVs %v, none of them a share of another: deleting either deletes the others' data", v.ID, v.Name, owners),
 				Owner: a.OwnerOfName(v.Name),
 			})
 		}
