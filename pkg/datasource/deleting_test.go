@@ -25,6 +25,9 @@ func (finalizerHolder) Holds(source metav1.Object) bool {
 func TestSourceBeingDeleted(t *testing.T) {
 	deletedAt := metav1.NewTime(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
 	before, after := metav1.NewTime(deletedAt.Add(-time.Minute)), metav1.NewTime(deletedAt.Add(time.Minute))
+	// Timestamps have whole seconds: a claim made in the second of the
+	// delete may have been made before it.
+	sameSecond := metav1.NewTime(deletedAt.Time)
 	tests := []struct {
 		name    string
 		held    bool
@@ -33,6 +36,7 @@ func TestSourceBeingDeleted(t *testing.T) {
 		wantOK  bool
 	}{
 		{name: "held, claim waiting before the delete: usable", held: true, claimAt: before, holder: finalizerHolder{}, wantOK: true},
+		{name: "held, claim made in the second of the delete: usable", held: true, claimAt: sameSecond, holder: finalizerHolder{}, wantOK: true},
 		{name: "held, claim made after the delete: refused", held: true, claimAt: after, holder: finalizerHolder{}},
 		{name: "not held: refused", claimAt: before, holder: finalizerHolder{}},
 		{name: "no protection wired: refused", held: true, claimAt: before},

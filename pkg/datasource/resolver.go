@@ -285,7 +285,7 @@ type Holder interface {
 
 // usableWhileDeleted: a source whose deletion was requested is refused,
 // unless protection still holds it for claims that were already waiting on
-// it when the delete came (created before it): refusing those would leave
+// it when the delete came (ClaimedBeforeDelete): refusing those would leave
 // claim and source stuck for ever, each waiting for the other. Claims made
 // after the delete cannot extend it.
 func (r *Resolver) usableWhileDeleted(claim *v1.PersistentVolumeClaim, source metav1.Object) bool {
@@ -293,7 +293,19 @@ func (r *Resolver) usableWhileDeleted(claim *v1.PersistentVolumeClaim, source me
 	if deleted == nil {
 		return true
 	}
-	return r.Held != nil && r.Held.Holds(source) && claim.CreationTimestamp.Before(deleted)
+	return r.Held != nil && r.Held.Holds(source) && ClaimedBeforeDelete(claim, deleted)
+}
+
+// ClaimedBeforeDelete reports whether claim was made before its source's
+// deletion was requested at deleted (nil: not requested). Only such a claim
+// may still use a source being deleted, and so only such a claim may keep
+// holding it (pkg/protection): a claim made later is refused, and holding the
+// source for it would keep the owner's delete waiting for ever. Timestamps
+// have whole seconds, so a claim made in the second of the delete counts as
+// made before it (found by the soak harness: a restore whose CreateVolume was
+// already running was refused, and claim and snapshot stayed stuck).
+func ClaimedBeforeDelete(claim *v1.PersistentVolumeClaim, deleted *metav1.Time) bool {
+	return deleted == nil || !deleted.Before(&claim.CreationTimestamp)
 }
 
 // ModeOf returns the volume mode, Filesystem when unset (the API default).

@@ -58,7 +58,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if released && len(held) == 0 {
 		return nil // removed already; the cache has not caught up
 	}
-	if user, why := c.inUse(ctx, key, ref); user {
+	var deleted *metav1.Time
+	if m != nil {
+		deleted = m.GetDeletionTimestamp()
+	}
+	if user, why := c.inUse(ctx, key, ref, deleted); user {
 		klog.FromContext(ctx).V(5).Info("Data source still in use", "source", key, "by", why)
 		return nil
 	}
@@ -86,9 +90,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 
 // inUse reports whether anything may still need the source: a recorded call
 // in flight, or a pending claim of this driver that may use it now — in the
-// source's namespace, or allowed by a grant at this moment. A claim whose
-// grant cannot be read keeps the source (nothing is decided on a guess).
-func (c *Controller) inUse(ctx context.Context, key string, ref datasource.Ref) (bool, string) {
+// source's namespace, or allowed by a grant at this moment, and, when the
+// source's deletion was requested (deleted), made before that: a later claim
+// is refused (datasource.ClaimedBeforeDelete) and must not keep the owner's
+// delete waiting. A claim whose grant cannot be read keeps the source
+// (nothing is decided on a guess).
+func (c *Controller) inUse(ctx context.Context, key string, ref datasource.Ref, deleted *metav1.Time) (bool, string) {
 	if c.cfg.Records != nil && c.cfg.Records.HoldsSource(key) {
 		return true, "a CreateVolume call in flight"
 	}
@@ -99,7 +106,8 @@ func (c *Controller) inUse(ctx context.Context, key string, ref datasource.Ref) 
 	}
 	for _, u := range users {
 		claim := u.(*v1.PersistentVolumeClaim)
-		if claim.Status.Phase != v1.ClaimPending || claim.DeletionTimestamp != nil || !c.forDriver(claim) {
+		if claim.Status.Phase != v1.ClaimPending || claim.DeletionTimestamp != nil || !c.forDriver(claim) ||
+			!datasource.ClaimedBeforeDelete(claim, deleted) {
 			continue
 		}
 		if ref.CrossNamespace(claim) {

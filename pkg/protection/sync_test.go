@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clienttesting "k8s.io/client-go/testing"
@@ -190,6 +191,34 @@ func TestSyncReleasesSource(t *testing.T) {
 				}),
 			},
 			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "source being deleted: a pending clone made before the delete keeps it held",
+			key:  claimKey,
+			objs: []runtime.Object{
+				deletedAt(sourceClaim("prod", "db", ClaimFinalizer), 100),
+				user("dev", "copy", pvc, "prod", "db", madeAt(99)),
+				user("prod", "copy", pvc, "prod", "db", madeAt(100)), // the same second
+			},
+		},
+		{
+			name: "source being deleted: pending claims made after the delete cannot hold it",
+			key:  claimKey,
+			objs: []runtime.Object{
+				deletedAt(sourceClaim("prod", "db", ClaimFinalizer), 100),
+				user("dev", "copy", pvc, "prod", "db", madeAt(101)),
+				user("prod", "copy", pvc, "prod", "db", madeAt(160)),
+			},
+			wantFinalizers: []string{}, wantRV: "42",
+		},
+		{
+			name: "snapshot being deleted: a restore made after the delete cannot hold it",
+			key:  snapKey,
+			objs: []runtime.Object{
+				deletedAt(sourceSnapshot("prod", "nightly", SnapshotFinalizer), 100),
+				user("dev", "copy", snap, "prod", "nightly", madeAt(101)),
+			},
+			wantFinalizers: []string{}, wantRV: "43",
 		},
 		{
 			name:  "a recorded call in flight holds the source after its claim is gone",
@@ -429,4 +458,16 @@ func TestSweepReleasesUpstreamFinalizer(t *testing.T) {
 	if got := f.storedFinalizers(t, datasource.SnapshotKind, "prod", "nightly"); !slices.Equal(got, want) {
 		t.Errorf("finalizers = %q, want %q", got, want)
 	}
+}
+
+// deletedAt marks a source deleted at second sec.
+func deletedAt[T metav1.Object](obj T, sec int64) T {
+	t := metav1.Unix(sec, 0)
+	obj.SetDeletionTimestamp(&t)
+	return obj
+}
+
+// madeAt sets a claim's creation time to second sec.
+func madeAt(sec int64) func(*v1.PersistentVolumeClaim) {
+	return func(c *v1.PersistentVolumeClaim) { c.CreationTimestamp = metav1.Unix(sec, 0) }
 }

@@ -499,22 +499,35 @@ func (r *run) listOurPVs(ctx context.Context) ([]string, error) {
 }
 
 // heldByPendingRestore reports whether f is a VolumeSnapshot left
-// Terminating because a Pending claim of its namespace restores from it: the
-// stock snapshot-controller keeps its own source-protection finalizer while
-// such a claim exists, and the sidecar refuses a claim whose snapshot is being
-// deleted (as upstream), so the snapshot goes when the claim does. The run
-// deletes its namespaces at the end, and then it must go.
+// Terminating because a Pending claim of its namespace made after the delete
+// restores from it: the stock snapshot-controller keeps its own
+// source-protection finalizer while such a claim exists, and the sidecar
+// refuses a claim made after its source's delete (as upstream refuses every
+// claim of a source being deleted), so the snapshot goes when the claim does.
+// The run deletes its namespaces at the end, and then it must go. A claim
+// made before the delete (in its second included) gets its volume: a
+// snapshot left waiting for one is a violation.
 func heldByPendingRestore(state *invariants.State, f invariants.Finding) bool {
 	nsName, ok := strings.CutPrefix(f.Key, "terminating VolumeSnapshot ")
 	if !ok {
 		return false
 	}
 	ns, name, _ := strings.Cut(nsName, "/")
+	var deleted *metav1.Time
+	for _, vs := range state.VolumeSnapshots {
+		if vs.Namespace == ns && vs.Name == name {
+			deleted = vs.DeletionTimestamp
+		}
+	}
+	if deleted == nil {
+		return false
+	}
 	for _, pvc := range state.Claims {
 		if pvc.Namespace != ns || pvc.DeletionTimestamp != nil || pvc.Status.Phase != corev1.ClaimPending {
 			continue
 		}
-		if ds := pvc.Spec.DataSource; ds != nil && ds.Kind == KindSnapshot && ds.Name == name {
+		ds := pvc.Spec.DataSource
+		if ds != nil && ds.Kind == KindSnapshot && ds.Name == name && deleted.Before(&pvc.CreationTimestamp) {
 			return true
 		}
 	}
