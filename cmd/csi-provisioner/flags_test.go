@@ -73,11 +73,11 @@ var upstreamFlags = []upstreamFlag{
 	{name: "capacity-poll-interval", def: "1m0s"},
 	{name: "capacity-for-immediate-binding", def: "false"},
 	{name: "capacity-ownerref-level", def: "1"},
-	// Distributed provisioning: the flags come with their behaviour.
-	{name: "node-deployment", def: "false", missing: "issue 12 (distributed provisioning)"},
-	{name: "node-deployment-immediate-binding", def: "true", missing: "issue 12 (distributed provisioning)"},
-	{name: "node-deployment-base-delay", def: "20s", missing: "issue 12 (distributed provisioning)"},
-	{name: "node-deployment-max-delay", def: "1m0s", missing: "issue 12 (distributed provisioning)"},
+	// Distributed provisioning (node deployment, issue 12).
+	{name: "node-deployment", def: "false"},
+	{name: "node-deployment-immediate-binding", def: "true"},
+	{name: "node-deployment-base-delay", def: "20s"},
+	{name: "node-deployment-max-delay", def: "1m0s"},
 	// Snapshot source-protection sweep (upstream v6.2.1/v6.3.0).
 	{name: "snapshot-orphan-sweep-interval", def: "5m0s"},
 	// Logging.

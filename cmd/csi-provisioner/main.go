@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
@@ -49,6 +50,7 @@ import (
 	"github.com/crossns/external-provisioner/pkg/inflight"
 	"github.com/crossns/external-provisioner/pkg/metrics"
 	"github.com/crossns/external-provisioner/pkg/migration"
+	"github.com/crossns/external-provisioner/pkg/nodedeployment"
 	"github.com/crossns/external-provisioner/pkg/preflight"
 	"github.com/crossns/external-provisioner/pkg/protection"
 	"github.com/crossns/external-provisioner/pkg/provisioner"
@@ -87,6 +89,11 @@ var (
 	capacityThreads             = flag.Uint("capacity-threads", 1, "Number of CSIStorageCapacity objects updated at once.")
 	capacityForImmediateBinding = flag.Bool("capacity-for-immediate-binding", false, "Also publish capacity for StorageClasses with Immediate volume binding.")
 	capacityOwnerrefLevel       = flag.Int("capacity-ownerref-level", 1, "Owner of CSIStorageCapacity objects: 0 the sidecar's pod, 1 its controller (StatefulSet, ReplicaSet), 2 the ReplicaSet's Deployment; negative: no owner, objects are never garbage collected.")
+
+	enableNodeDeployment           = flag.Bool("node-deployment", false, "Run beside the CSI driver on every node (a DaemonSet) for node-local volumes: provision the claims whose selected node is this one (env variable NODE_NAME), delete only volumes accessible from it, publish capacity for it; no leader election.")
+	nodeDeploymentImmediateBinding = flag.Bool("node-deployment-immediate-binding", true, "With --node-deployment, compete for claims of classes with Immediate binding by selecting this node; false leaves them to something else that selects nodes.")
+	nodeDeploymentBaseDelay        = flag.Duration("node-deployment-base-delay", 20*time.Second, "With --node-deployment, the first wait before selecting this node for an Immediate claim; it doubles with every attempt lost.")
+	nodeDeploymentMaxDelay         = flag.Duration("node-deployment-max-delay", 60*time.Second, "With --node-deployment, the longest wait before selecting this node for an Immediate claim.")
 )
 
 // registerFlags adds to flag.CommandLine the flags main does not declare as
@@ -253,6 +260,27 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		conn.Close()
 		conn = migratedConn
 	}
+	// Node mode: this instance serves the node it runs on, as its driver
+	// describes it (NodeGetInfo).
+	var nodeInfo *csi.NodeGetInfoResponse
+	nodeName := ""
+	if *enableNodeDeployment {
+		if nodeName = os.Getenv("NODE_NAME"); nodeName == "" {
+			return fmt.Errorf("--node-deployment needs the env variable NODE_NAME (from fieldRef spec.nodeName)")
+		}
+		nctx, ncancel := context.WithTimeout(ctx, *operationTimeout)
+		nodeInfo, err = nodedeployment.NodeInfo(nctx, csi.NewNodeClient(conn))
+		ncancel()
+		if err != nil {
+			return fmt.Errorf("--node-deployment: asking CSI driver %s about node %s: %w", driverName, nodeName, err)
+		}
+		logger = logger.WithValues("node", nodeName)
+		ctx = klog.NewContext(ctx, logger)
+		logger.Info("Node deployment: provisioning for this node only", "nodeID", nodeInfo.NodeId, "topology", nodeInfo.GetAccessibleTopology().GetSegments())
+		if nodeInfo.GetAccessibleTopology() == nil {
+			logger.Info("WARNING: the CSI driver reports no topology for this node, so every node's instance deletes every released volume of the driver (as upstream); node-local drivers should report topology")
+		}
+	}
 
 	crossNamespace := features.Enabled(features.CrossNamespaceVolumeDataSource)
 	if crossNamespace {
@@ -276,7 +304,12 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	recorder := events.NewRecorder(ctx, eventsClient, "csi-provisioner-"+driverName)
 	// The record of CreateVolume calls in flight lives in the sidecar's
 	// namespace, one ConfigMap per driver.
-	records := inflight.NewStore(client, sidecarNamespace(), inflight.ConfigMapName(driverName))
+	// (In node mode one per node: each instance settles only its driver's calls.)
+	recordsOf := driverName
+	if nodeName != "" {
+		recordsOf += "-" + nodeName
+	}
+	records := inflight.NewStore(client, sidecarNamespace(), inflight.ConfigMapName(recordsOf))
 	protectionConfig := protection.Config{DriverName: driverName, Client: client, SnapClient: snapClient,
 		Claims: claimInformer, Records: records, Recorder: recorder, SweepInterval: *snapshotOrphanSweepInterval}
 	if crossNamespace {
@@ -323,6 +356,28 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 
 	// Topology is used when the driver has it and the Topology gate is on.
 	withTopology := pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] && features.Enabled(features.Topology)
+	// Nodes and CSINodes: watched, or in node mode this node's alone, made
+	// from NodeGetInfo (an instance never provisions for another node).
+	var nodes corelisters.NodeLister
+	var csiNodes storagelisters.CSINodeLister
+	var node *nodedeployment.Node
+	switch {
+	case nodeInfo == nil:
+		nodes = factory.Core().V1().Nodes().Lister()
+		if withTopology {
+			csiNodes = factory.Storage().V1().CSINodes().Lister()
+		}
+	default:
+		node, err = nodedeployment.New(nodedeployment.Config{
+			NodeName: nodeName, DriverName: driverName, NodeInfo: nodeInfo,
+			ImmediateBinding: *nodeDeploymentImmediateBinding, BaseDelay: *nodeDeploymentBaseDelay, MaxDelay: *nodeDeploymentMaxDelay,
+			Client: client, Claims: claimInformer, Classes: factory.Storage().V1().StorageClasses().Lister(),
+		})
+		if err != nil {
+			return err
+		}
+		nodes, csiNodes = node.Listers()
+	}
 	var capacityFactory informers.SharedInformerFactory
 	var capacityCtrl *capacity.Controller
 	if *enableCapacity {
@@ -330,7 +385,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		if err != nil {
 			return fmt.Errorf("creating Kubernetes client for storage capacity: %w", err)
 		}
-		capacityFactory, capacityCtrl, err = newCapacity(ctx, capacityClient, conn, driverName, withTopology, controllerCaps, factory)
+		capacityFactory, capacityCtrl, err = newCapacity(ctx, capacityClient, conn, driverName, withTopology, controllerCaps, factory, node)
 		if err != nil {
 			return err
 		}
@@ -341,7 +396,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	if withTopology {
 		topo = &topology.Builder{
 			Driver: driverName, Strict: *strictTopology, Immediate: *immediateTopology,
-			Nodes: factory.Core().V1().Nodes().Lister(), CSINodes: factory.Storage().V1().CSINodes().Lister(),
+			Nodes: nodes, CSINodes: csiNodes,
 		}
 	}
 	// VolumeAttributesClasses, read when the gate is on (DisableUnserved
@@ -355,6 +410,9 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	// identity is this process's, unique per start as upstream's: it names
 	// the provisioner and holds the leader election Lease.
 	identity := strconv.FormatInt(time.Now().UnixMilli(), 10) + "-" + strconv.Itoa(rand.IntN(10000)) + "-" + driverName
+	if nodeName != "" {
+		identity += "-" + nodeName
+	}
 	prov := provisioner.New(provisioner.Config{
 		DriverName:                driverName,
 		Identity:                  identity,
@@ -400,13 +458,17 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		libcontroller.ClaimsInformer(requeueInformer),
 		libcontroller.VolumesInformer(factory.Core().V1().PersistentVolumes().Informer()),
 		libcontroller.ClassesInformer(factory.Storage().V1().StorageClasses().Informer()),
-		libcontroller.NodesLister(factory.Core().V1().Nodes().Lister()),
+		libcontroller.NodesLister(nodes),
 	}
 	if migrated != nil {
 		// Classes name the in-tree plugin; the library hands their claims over.
 		loopOptions = append(loopOptions, libcontroller.AdditionalProvisionerNames([]string{migrated.InTreePlugin()}))
 	}
-	loop := libcontroller.NewProvisionController(logger, events.SplitClient(client, eventsClient), driverName, prov, loopOptions...)
+	var loopProvisioner libcontroller.Provisioner = prov
+	if node != nil {
+		loopProvisioner = node.Wrap(prov)
+	}
+	loop := libcontroller.NewProvisionController(logger, events.SplitClient(client, eventsClient), driverName, loopProvisioner, loopOptions...)
 
 	// Work starts only when every cache it reads is full: an empty cache
 	// shows an attached volume as detached and a granted claim as denied.
@@ -415,10 +477,12 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 		{Name: "PersistentVolumes", HasSynced: factory.Core().V1().PersistentVolumes().Informer().HasSynced},
 		{Name: "StorageClasses", HasSynced: factory.Storage().V1().StorageClasses().Informer().HasSynced},
 		{Name: "VolumeAttachments", HasSynced: factory.Storage().V1().VolumeAttachments().Informer().HasSynced},
-		{Name: "Nodes", HasSynced: factory.Core().V1().Nodes().Informer().HasSynced},
 		{Name: "VolumeSnapshots", HasSynced: snapshots.HasSynced},
 	}
-	if topo != nil {
+	if node == nil {
+		caches = append(caches, cachesync.Cache{Name: "Nodes", HasSynced: factory.Core().V1().Nodes().Informer().HasSynced})
+	}
+	if topo != nil && node == nil {
 		caches = append(caches, cachesync.Cache{Name: "CSINodes", HasSynced: factory.Storage().V1().CSINodes().Informer().HasSynced})
 	}
 	if grants != nil {
@@ -467,7 +531,10 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 			csiMetrics.RegisterPprofToServer(mux)
 		}
 	}
-	if !cfg.LeaderElection {
+	if cfg.LeaderElection && node != nil {
+		logger.Info("--leader-election is ignored with --node-deployment: every node's instance works for its node")
+	}
+	if !cfg.LeaderElection || node != nil {
 		serve(ctx, endpoint, mux)
 		runAsLeader(ctx)
 		return nil
@@ -506,7 +573,7 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 // StorageClass, CSINode and Node informers. client is the capacity client
 // (--kube-api-capacity-qps/-burst); withTopology: one object per segment.
 func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.ClientConn, driverName string,
-	withTopology bool, controllerCaps rpc.ControllerCapabilitySet, factory informers.SharedInformerFactory,
+	withTopology bool, controllerCaps rpc.ControllerCapabilitySet, factory informers.SharedInformerFactory, node *nodedeployment.Node,
 ) (informers.SharedInformerFactory, *capacity.Controller, error) {
 	logger := klog.FromContext(ctx)
 	if !controllerCaps[csi.ControllerServiceCapability_RPC_GET_CAPACITY] {
@@ -531,8 +598,14 @@ func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.Cl
 	} else {
 		logger.Info("CSIStorageCapacity objects are owned", "kind", owner.Kind, "name", owner.Name, "namespace", namespace)
 	}
+	// In node mode each instance publishes for its node alone, under a
+	// managed-by value of its node's (upstream's), and looks after only those.
+	managedBy := capacity.ManagedByValue
+	if node != nil {
+		managedBy = node.ManagedBy(capacity.ManagedByValue)
+	}
 	capacityFactory := informers.NewSharedInformerFactoryWithOptions(client, 15*time.Minute,
-		informers.WithNamespace(namespace), informers.WithTweakListOptions(capacity.ListOptions(driverName)))
+		informers.WithNamespace(namespace), informers.WithTweakListOptions(capacity.ListOptions(driverName, managedBy)))
 	cfg := capacity.Config{
 		DriverName:       driverName,
 		Client:           client,
@@ -544,8 +617,12 @@ func newCapacity(ctx context.Context, client kubernetes.Interface, conn *grpc.Cl
 		PollInterval:     *capacityPollInterval,
 		Classes:          factory.Storage().V1().StorageClasses(),
 		Capacities:       capacityFactory.Storage().V1().CSIStorageCapacities(),
+		ManagedBy:        managedBy,
 	}
-	if withTopology {
+	switch {
+	case node != nil && withTopology:
+		cfg.Topology = node // its own segment, which never changes
+	case withTopology:
 		cfg.CSINodes, cfg.Nodes = factory.Storage().V1().CSINodes(), factory.Core().V1().Nodes()
 		cfg.Topology = &topology.Builder{Driver: driverName, Nodes: cfg.Nodes.Lister(), CSINodes: cfg.CSINodes.Lister()}
 	}

@@ -75,6 +75,11 @@ type Config struct {
 	// VOLUME_ACCESSIBILITY_CONSTRAINTS: one object per class, with an empty
 	// nodeTopology (every node).
 	Topology Segments
+	// ManagedBy is the ManagedByLabel value of the objects published and
+	// looked after: ManagedByValue ("" means it), or in node mode the
+	// node's own (nodedeployment.Node.ManagedBy), so that the instance of
+	// each node publishes and deletes only its node's objects.
+	ManagedBy string
 	// ImmediateBinding also publishes for classes with Immediate binding.
 	ImmediateBinding bool
 	// PollInterval is how often every capacity is asked again.
@@ -82,16 +87,21 @@ type Config struct {
 
 	Classes    storageinformers.StorageClassInformer
 	Capacities storageinformers.CSIStorageCapacityInformer // filtered by ListOptions
-	// CSINodes and Nodes change the segments; nil without Topology.
+	// CSINodes and Nodes change the segments; nil without Topology, or
+	// when its segments never change (a node's own in node mode).
 	CSINodes storageinformers.CSINodeInformer
 	Nodes    coreinformers.NodeInformer
 }
 
 // ListOptions filters the CSIStorageCapacity informer to this driver's
-// objects published by a provisioner sidecar.
-func ListOptions(driver string) func(*metav1.ListOptions) {
+// objects published by a provisioner sidecar (managedBy, "" for
+// ManagedByValue, as Config.ManagedBy).
+func ListOptions(driver, managedBy string) func(*metav1.ListOptions) {
+	if managedBy == "" {
+		managedBy = ManagedByValue
+	}
 	return func(o *metav1.ListOptions) {
-		o.LabelSelector = labels.Set{DriverLabel: driver, ManagedByLabel: ManagedByValue}.String()
+		o.LabelSelector = labels.Set{DriverLabel: driver, ManagedByLabel: managedBy}.String()
 	}
 }
 
@@ -130,6 +140,9 @@ type Controller struct {
 func New(cfg Config) (*Controller, error) {
 	if cfg.Namespace == "" {
 		return nil, fmt.Errorf("no namespace to publish CSIStorageCapacity objects in")
+	}
+	if cfg.ManagedBy == "" {
+		cfg.ManagedBy = ManagedByValue
 	}
 	c := &Controller{
 		cfg:        cfg,
@@ -170,10 +183,10 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.synced = []cache.InformerSynced{cfg.Classes.Informer().HasSynced, cfg.Capacities.Informer().HasSynced}
-	if cfg.Topology != nil {
-		if cfg.CSINodes == nil || cfg.Nodes == nil {
-			return nil, fmt.Errorf("topology needs CSINode and Node informers")
-		}
+	if (cfg.CSINodes == nil) != (cfg.Nodes == nil) {
+		return nil, fmt.Errorf("segments change with CSINodes and Nodes: give both informers or neither")
+	}
+	if cfg.Topology != nil && cfg.CSINodes != nil {
 		// CSINodes change rarely; Nodes change every heartbeat, so only a
 		// change of labels (where segment values live) counts.
 		if _, err := cfg.CSINodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{

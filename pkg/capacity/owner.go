@@ -13,7 +13,8 @@ import (
 // Owner finds the object that owns published CSIStorageCapacity objects, so
 // they are garbage collected with the sidecar's deployment: level 0 is the
 // pod itself, each further level follows the controller reference once
-// (1: the StatefulSet or ReplicaSet, 2: the ReplicaSet's Deployment). It
+// (1: the StatefulSet, DaemonSet or ReplicaSet, 2: the ReplicaSet's
+// Deployment). It
 // reads the API server, not caches: it runs once at start.
 func Owner(ctx context.Context, client kubernetes.Interface, namespace, podName string, level int) (*metav1.OwnerReference, error) {
 	if level < 0 {
@@ -56,6 +57,8 @@ func getOwner(ctx context.Context, client kubernetes.Interface, namespace string
 		obj, err = apps.Deployments(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	case "StatefulSet":
 		obj, err = apps.StatefulSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	case "DaemonSet": // --node-deployment
+		obj, err = apps.DaemonSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	default:
 		return nil, fmt.Errorf("owner kind %s of %s/%s is not supported; lower --capacity-ownerref-level", ref.Kind, namespace, ref.Name)
 	}

@@ -26,8 +26,11 @@ func TestOwner(t *testing.T) {
 	statefulSet := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "csi-sts", Namespace: ns, UID: "sts-uid"}}
 	statefulPod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "csi-sts-0", Namespace: ns, UID: "sts-pod-uid",
 		OwnerReferences: controlledBy("apps/v1", "StatefulSet", "csi-sts", "sts-uid")}}
+	daemonSet := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "csi-node", Namespace: ns, UID: "ds-uid"}}
+	nodePod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "csi-node-x7", Namespace: ns, UID: "ds-pod-uid",
+		OwnerReferences: controlledBy("apps/v1", "DaemonSet", "csi-node", "ds-uid")}}
 	barePod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare", Namespace: ns, UID: "bare-uid"}}
-	objs := []runtime.Object{deployment, replicaSet, deployedPod, statefulSet, statefulPod, barePod}
+	objs := []runtime.Object{deployment, replicaSet, deployedPod, statefulSet, statefulPod, daemonSet, nodePod, barePod}
 
 	tests := []struct {
 		name    string
@@ -45,6 +48,8 @@ func TestOwner(t *testing.T) {
 			want: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "csi", UID: "deploy-uid", Controller: ptr.To(true)}},
 		{name: "level 1: the StatefulSet", pod: "csi-sts-0", level: 1,
 			want: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "csi-sts", UID: "sts-uid", Controller: ptr.To(true)}},
+		{name: "level 1: the DaemonSet (node deployment)", pod: "csi-node-x7", level: 1,
+			want: &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "csi-node", UID: "ds-uid", Controller: ptr.To(true)}},
 		{name: "level beyond the chain", pod: "csi-sts-0", level: 2, wantErr: "has no controller"},
 		{name: "pod without controller", pod: "bare", level: 1, wantErr: "has no controller"},
 		{name: "pod missing", pod: "nope", level: 0, wantErr: "reading the sidecar's pod"},

@@ -106,7 +106,7 @@ func (c *Controller) syncKey(ctx context.Context, k key) error {
 			ObjectMeta: metav1.ObjectMeta{
 				GenerateName: "csisc-",
 				Namespace:    c.cfg.Namespace,
-				Labels:       map[string]string{DriverLabel: c.cfg.DriverName, ManagedByLabel: ManagedByValue},
+				Labels:       map[string]string{DriverLabel: c.cfg.DriverName, ManagedByLabel: c.cfg.ManagedBy},
 			},
 			StorageClassName:  class.Name,
 			Capacity:          available,

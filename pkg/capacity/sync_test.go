@@ -267,8 +267,34 @@ func TestAdoptsUpstreamObjects(t *testing.T) {
 
 func TestListOptions(t *testing.T) {
 	var o metav1.ListOptions
-	ListOptions(driver)(&o)
+	ListOptions(driver, "")(&o)
 	if want := "csi.storage.k8s.io/drivername=" + driver + ",csi.storage.k8s.io/managed-by=external-provisioner"; o.LabelSelector != want {
+		t.Errorf("label selector %q, want %q", o.LabelSelector, want)
+	}
+}
+
+// fixedSegments is the capacity.Segments of node mode: one node's segment.
+type fixedSegments []map[string]string
+
+func (f fixedSegments) Segments() ([]map[string]string, error) { return f, nil }
+
+// TestNodeMode: a node's instance publishes for its node's segment alone,
+// with its node's managed-by value, and needs no Node or CSINode informer.
+func TestNodeMode(t *testing.T) {
+	fcsi := &fakeCSI{sizes: map[string]int64{"b": 20 << 30}}
+	cfg := Config{Topology: fixedSegments{{zone: "b"}}, ManagedBy: "external-provisioner-node-b"}
+	f := newFixture(t, cfg, false, fcsi, class("fast", driver, wffc, nil))
+	f.syncAll(t)
+	if got, want := f.objects(t), []string{"fast b 20Gi"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("objects %v, want %v", got, want)
+	}
+	list, _ := f.client.StorageV1().CSIStorageCapacities(ns).List(t.Context(), metav1.ListOptions{})
+	if want := map[string]string{DriverLabel: driver, ManagedByLabel: "external-provisioner-node-b"}; len(list.Items) != 1 || !maps.Equal(list.Items[0].Labels, want) {
+		t.Errorf("objects %+v, want one labelled %v", list.Items, want)
+	}
+	var o metav1.ListOptions
+	ListOptions(driver, "external-provisioner-node-b")(&o)
+	if want := "csi.storage.k8s.io/drivername=" + driver + ",csi.storage.k8s.io/managed-by=external-provisioner-node-b"; o.LabelSelector != want {
 		t.Errorf("label selector %q, want %q", o.LabelSelector, want)
 	}
 }
