@@ -136,9 +136,13 @@ func (s *Sharer) Share(ctx context.Context, claim *v1.PersistentVolumeClaim, pvN
 	if again.grant != "" {
 		under = fmt.Sprintf(" under ReferenceGrant %s/%s", again.from.Namespace, again.grant)
 	}
+	live := "writes through either claim are seen by both"
+	if pv.Spec.CSI.ReadOnly {
+		live = "it is mounted read-only and what the source writes is seen here"
+	}
 	s.cfg.Recorder.Eventf(claim, v1.EventTypeNormal, events.VolumeShared,
-		"Bound to the volume of %s (PV %s, handle %s) as %s, shared %v%s: no copy was made, writes through either claim are seen by both. "+
-			"Expand or change the source, not this claim", again.from, again.volume.Name, again.volume.Spec.CSI.VolumeHandle, pvName, claim.Spec.AccessModes, under)
+		"Bound to the volume of %s (PV %s, handle %s) as %s, shared %v%s: no copy was made, %s. "+
+			"Expand or change the source, not this claim", again.from, again.volume.Name, again.volume.Spec.CSI.VolumeHandle, pvName, claim.Spec.AccessModes, under, live)
 	s.cfg.Recorder.Eventf(again.source, v1.EventTypeNormal, events.VolumeShared,
 		"Volume shared with %s/%s (PV %s) %v%s; deleting this claim waits until every claim sharing its volume is gone",
 		claim.Namespace, claim.Name, pvName, claim.Spec.AccessModes, under)

@@ -207,8 +207,12 @@ func TestShare(t *testing.T) {
 			if fins := e.volume(t, "pv-ml-data").Finalizers; !slices.Equal(fins, []string{SourceFinalizer}) {
 				t.Errorf("source PV finalizers %v, want [%s]", fins, SourceFinalizer)
 			}
+			live := "seen by both"
+			if tc.wantReadOnly {
+				live = "mounted read-only"
+			}
 			e.assertEvents(t,
-				ev("Normal VolumeShared "+tc.claim.Namespace+"/"+tc.claim.Name, "datasets/ml-data", "pv-ml-data", "no copy", "Expand or change the source"),
+				ev("Normal VolumeShared "+tc.claim.Namespace+"/"+tc.claim.Name, "datasets/ml-data", "pv-ml-data", "no copy", live, "Expand or change the source"),
 				ev("Normal VolumeShared datasets/ml-data", tc.claim.Namespace+"/"+tc.claim.Name, "pvc-new", "deleting this claim waits"))
 		})
 	}
