@@ -445,12 +445,21 @@ func (r *run) survey(ctx context.Context) (*invariants.State, error) {
 func (c *checker) settle(ctx context.Context, timeout time.Duration) ([]invariants.Finding, time.Duration) {
 	start := time.Now()
 	var last []invariants.Finding
+	logged := start
 	_, err := poll(ctx, 3*time.Second, timeout, func(ctx context.Context) (bool, string) {
 		state, err := c.r.survey(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		last = c.pending(state)
+		if len(last) > 0 && time.Since(logged) >= 30*time.Second {
+			logged = time.Now()
+			var first []string
+			for _, f := range last[:min(len(last), 5)] {
+				first = append(first, f.String())
+			}
+			klog.FromContext(ctx).Info("Not settled yet", "pending", len(last), "first", first)
+		}
 		return len(last) == 0, fmt.Sprintf("%d pending", len(last))
 	})
 	if err == nil {
