@@ -72,6 +72,10 @@ func (c *Cluster) DriverDataDir() string { return c.layout.DriverDataDir() }
 // DriverCallLogPath is the driver's JSON call log (one line per gRPC call).
 func (c *Cluster) DriverCallLogPath() string { return c.layout.DriverCallLog() }
 
+// DriverArrivalLogPath is the driver's arrival log (one JSON line per gRPC
+// call when it arrives; csidriver.ParseArrivals reads it).
+func (c *Cluster) DriverArrivalLogPath() string { return c.layout.DriverArrivalLog() }
+
 // DriverSocket is the absolute path of the driver's unix socket.
 func (c *Cluster) DriverSocket() string { return c.state.Socket }
 

@@ -130,7 +130,8 @@ func (c *Cluster) csiSnapshotterArgs() []string {
 
 // driverArgs follow the test driver's flags. Its klog output goes to
 // logs/csi-test-driver.log, its JSON call log (one line per gRPC call) to
-// logs/csi-test-driver-calls.log.
+// logs/csi-test-driver-calls.log, the calls as they arrive to
+// logs/csi-test-driver-arrivals.log.
 func (c *Cluster) driverArgs() []string {
 	args := []string{
 		"--endpoint=unix://" + c.state.Socket,
@@ -138,6 +139,7 @@ func (c *Cluster) driverArgs() []string {
 		"--drivername=" + DriverName,
 		"--nodeid=" + DriverNodeID,
 		"--log-file=" + c.layout.DriverCallLog(),
+		"--arrival-log=" + c.layout.DriverArrivalLog(),
 		fmt.Sprintf("--control-endpoint=127.0.0.1:%d", c.state.Ports.DriverControl),
 	}
 	return append(args, c.state.DriverArgs...)

@@ -217,6 +217,12 @@ func (l Layout) LogPath(component string) string {
 // DriverCallLog is the test driver's JSON call log, one line per gRPC call.
 func (l Layout) DriverCallLog() string { return filepath.Join(l.LogDir(), "csi-test-driver-calls.log") }
 
+// DriverArrivalLog is the test driver's arrival log: one JSON line per gRPC
+// call when it arrives (the call log is written when it ends).
+func (l Layout) DriverArrivalLog() string {
+	return filepath.Join(l.LogDir(), "csi-test-driver-arrivals.log")
+}
+
 // PIDDir holds one PID file per running component.
 func (l Layout) PIDDir() string { return filepath.Join(l.Root, "pids") }
 

@@ -34,6 +34,40 @@ type CallRecord struct {
 	DurationMS float64 `json:"duration_ms"`
 }
 
+// ArrivalRecord is one line of the arrival log: a gRPC call as it arrived.
+// Its Time equals the Time of the call's CallRecord, written when it ends.
+type ArrivalRecord struct {
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	// Name is the name in the request (CreateVolume, CreateSnapshot), or "".
+	Name string `json:"name,omitempty"`
+}
+
+// ParseArrivals parses arrival log lines; like ParseCallLog it skips lines
+// that are not JSON objects and a last line without newline.
+func ParseArrivals(r io.Reader) ([]ArrivalRecord, error) {
+	br := bufio.NewReader(r)
+	var out []ArrivalRecord
+	for lineNo := 1; ; lineNo++ {
+		line, err := br.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading arrival log: %w", err)
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var rec ArrivalRecord
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return nil, fmt.Errorf("arrival log line %d: %w", lineNo, err)
+		}
+		out = append(out, rec)
+	}
+}
+
 // strippedSecret is what protosanitizer puts in place of secret fields.
 const strippedSecret = "***stripped***"
 

@@ -246,3 +246,62 @@ func TestDecodeRequestKeepsLargeInt64(t *testing.T) {
 		}
 	}
 }
+
+// TestArrivalLog: every call is logged when it arrives, before its delay;
+// its arrival and its call record carry the same time, so the two join.
+func TestArrivalLog(t *testing.T) {
+	var arrivals syncBuffer
+	td := startDriver(t, Config{ArrivalLog: &arrivals})
+	if err := td.SetDelay("CreateVolume", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := td.ctrl.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: "pvc-slow", VolumeCapabilities: mountCap()}); err != nil {
+			t.Errorf("CreateVolume: %v", err)
+		}
+	}()
+	// While the call sleeps it is in the arrival log, not yet in the call log.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(arrivals.String(), "pvc-slow") {
+		if time.Now().After(deadline) {
+			t.Fatal("no arrival record while the call sleeps")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if recs, _ := ReadCallLog(td.logPath); len(FilterCalls(recs, "CreateVolume")) != 0 {
+		t.Error("the call is in the call log before it ended")
+	}
+	<-done
+	got, err := ParseArrivals(strings.NewReader(arrivals.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadCallLog(td.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := FilterCalls(recs, "CreateVolume")
+	if len(got) != 1 || got[0].Method != "CreateVolume" || got[0].Name != "pvc-slow" || len(calls) != 1 || !got[0].Time.Equal(calls[0].Time) {
+		t.Errorf("arrivals %+v, call records %+v: want one arrival of pvc-slow with the time of its call record", got, calls)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -58,6 +58,11 @@ type Config struct {
 	Capacity string
 	// CallLog receives one JSON line per gRPC call; nil discards them.
 	CallLog io.Writer
+	// ArrivalLog receives one JSON line (ArrivalRecord) per gRPC call when
+	// it arrives, before any knob or handler runs; nil discards them. The
+	// call log is written when a call ends, so a call that outlives a
+	// reader's look, or that dies with the driver, shows only here.
+	ArrivalLog io.Writer
 	// Delays are initial per-method delays ("*" for all methods).
 	Delays map[string]time.Duration
 	// Endpoint is the gRPC endpoint used by Run: "unix:///abs/path.sock",
@@ -109,6 +114,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.CallLog == nil {
 		cfg.CallLog = io.Discard
 	}
+	if cfg.ArrivalLog == nil {
+		cfg.ArrivalLog = io.Discard
+	}
 	cfg.Topology = maps.Clone(cfg.Topology)
 
 	k := newKnobs()
@@ -119,7 +127,7 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("csidriver: opening data directory %s: %w", cfg.DataDir, err)
 	}
-	return &Driver{cfg: cfg, store: st, knobs: k, logger: &callLogger{out: cfg.CallLog}}, nil
+	return &Driver{cfg: cfg, store: st, knobs: k, logger: &callLogger{out: cfg.CallLog, arrivals: cfg.ArrivalLog}}, nil
 }
 
 // Name returns the CSI driver name.

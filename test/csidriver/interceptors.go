@@ -20,19 +20,37 @@ import (
 // AllMethods is the method name that makes a knob apply to every call.
 const AllMethods = "*"
 
-// callLogger writes one CallRecord line per gRPC call.
+// callLogger writes one ArrivalRecord line per gRPC call when it arrives
+// and one CallRecord line when it ends.
 type callLogger struct {
-	mu  sync.Mutex
-	out io.Writer
+	mu       sync.Mutex
+	out      io.Writer
+	arrivals io.Writer
 }
 
 // intercept is the outermost interceptor, so that the logged duration and
 // code include injected delays and failures.
 func (l *callLogger) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	method := shortMethod(info.FullMethod)
+	l.arrived(start, method, req)
 	resp, err := handler(ctx, req)
-	l.write(start, shortMethod(info.FullMethod), req, err, time.Since(start))
+	l.write(start, method, req, err, time.Since(start))
 	return resp, err
+}
+
+// arrived writes the ArrivalRecord of a call.
+func (l *callLogger) arrived(start time.Time, method string, req any) {
+	line, err := json.Marshal(ArrivalRecord{Time: start.UTC(), Method: method, Name: requestName(req)})
+	if err != nil {
+		klog.ErrorS(err, "Encoding arrival record", "method", method)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.arrivals.Write(append(line, '\n')); err != nil {
+		klog.ErrorS(err, "Writing arrival record", "method", method)
+	}
 }
 
 func (l *callLogger) write(start time.Time, method string, req any, callErr error, d time.Duration) {

@@ -2,6 +2,7 @@ package invariants
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,15 +43,21 @@ func stamp(t time.Time) string { return t.Format("15:04:05.000") }
 
 // CreateCall is one CreateVolume the driver received.
 type CreateCall struct {
-	// Time is when the call arrived; Code how it ended.
+	// Time is when the call arrived.
 	Time time.Time
-	Code string
 	Name string
+	// Ended: the call ended (it is in the call log) with Code, and its
+	// request is known: SnapshotID or VolumeID is its content source. A
+	// call known only from the arrival log is still running, or died with
+	// the driver.
+	Ended bool
+	Code  string
 	// SnapshotID or VolumeID is its content source, if any.
 	SnapshotID, VolumeID string
 }
 
-// CreateCalls decodes the CreateVolume calls of driver call log records.
+// CreateCalls decodes the CreateVolume calls of driver call log records
+// (calls that ended).
 func CreateCalls(records []csidriver.CallRecord) ([]CreateCall, error) {
 	var out []CreateCall
 	for _, r := range csidriver.FilterCalls(records, "CreateVolume") {
@@ -59,12 +66,54 @@ func CreateCalls(records []csidriver.CallRecord) ([]CreateCall, error) {
 			return nil, err
 		}
 		out = append(out, CreateCall{
-			Time: r.Time, Code: r.Code, Name: req.GetName(),
+			Time: r.Time, Name: req.GetName(), Ended: true, Code: r.Code,
 			SnapshotID: req.GetVolumeContentSource().GetSnapshot().GetSnapshotId(),
 			VolumeID:   req.GetVolumeContentSource().GetVolume().GetVolumeId(),
 		})
 	}
 	return out, nil
+}
+
+// ArrivedCreateCalls are the CreateVolume calls of driver arrival records,
+// as calls not known to have ended.
+func ArrivedCreateCalls(records []csidriver.ArrivalRecord) []CreateCall {
+	var out []CreateCall
+	for _, r := range records {
+		if r.Method == "CreateVolume" {
+			out = append(out, CreateCall{Time: r.Time, Name: r.Name})
+		}
+	}
+	return out
+}
+
+// CallSet collects the CreateVolume calls of volume names from the arrival
+// log and the call log, read in any order and in parts: a call is one
+// arrival time of one name.
+type CallSet map[string]map[int64]CreateCall
+
+// Add records calls: an ended call replaces what its arrival recorded.
+func (cs CallSet) Add(calls ...CreateCall) {
+	for _, c := range calls {
+		byTime := cs[c.Name]
+		if byTime == nil {
+			byTime = map[int64]CreateCall{}
+			cs[c.Name] = byTime
+		}
+		if old, ok := byTime[c.Time.UnixNano()]; ok && old.Ended && !c.Ended {
+			continue
+		}
+		byTime[c.Time.UnixNano()] = c
+	}
+}
+
+// Of returns the calls of a name in arrival order.
+func (cs CallSet) Of(name string) []CreateCall {
+	out := make([]CreateCall, 0, len(cs[name]))
+	for _, c := range cs[name] {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b CreateCall) int { return a.Time.Compare(b.Time) })
+	return out
 }
 
 // CrossClaim is a claim of a source in another namespace, as its maker
@@ -105,7 +154,8 @@ func (c CrossClaim) windows() string {
 //   - the first call starts inside a grant window (from the grant's creation
 //     until RevocationSlack after its revocation);
 //   - a later call outside every window repeats the request of an earlier
-//     call made inside one: the sidecar repeats a call that may still run in
+//     call made inside one (compared when both ended; calls are in arrival
+//     order, see CallSet): the sidecar repeats a call that may still run in
 //     the driver to learn its volume and delete it (the CSI spec's way to
 //     learn what a call made), so it copies nothing the grant did not allow
 //     (unless the earlier call made nothing at all, which neither the
@@ -131,10 +181,10 @@ func GrantFindings(c CrossClaim, calls []CreateCall, final, bound bool) (finding
 				Check: CheckGrants,
 				Key:   "unauthorized CreateVolume " + call.Name + " " + call.Time.String(),
 				Msg: fmt.Sprintf("CreateVolume %s for %s from %s started at %s (%s) outside every grant: %s",
-					call.Name, what, c.Source, stamp(call.Time), call.Code, c.windows()),
+					call.Name, what, c.Source, stamp(call.Time), outcome(call), c.windows()),
 				Owner: owner,
 			})
-		case !sameSource(calls[0], call):
+		case calls[0].Ended && call.Ended && !sameSource(calls[0], call):
 			findings = append(findings, Finding{
 				Check: CheckGrants,
 				Key:   "changed CreateVolume " + call.Name + " " + call.Time.String(),
@@ -156,6 +206,13 @@ func GrantFindings(c CrossClaim, calls []CreateCall, final, bound bool) (finding
 		})
 	}
 	return findings, repeats
+}
+
+func outcome(c CreateCall) string {
+	if !c.Ended {
+		return "not ended"
+	}
+	return c.Code
 }
 
 func sameSource(a, b CreateCall) bool {

@@ -4,13 +4,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/crossns/external-provisioner/test/csidriver"
 )
 
 func TestGrantFindings(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	call := func(s float64, code string) CreateCall {
-		return CreateCall{Time: at(s), Code: code, Name: "pvc-1", SnapshotID: "snap-1"}
+		return CreateCall{Time: at(s), Ended: true, Code: code, Name: "pvc-1", SnapshotID: "snap-1"}
 	}
 	granted := []GrantWindow{{Created: at(10), Revoked: at(20)}}
 	tests := []struct {
@@ -35,8 +37,10 @@ func TestGrantFindings(t *testing.T) {
 			calls: []CreateCall{call(15, "DeadlineExceeded"), call(30, "OK")}, bound: true, repeats: 1,
 			want: []string{"ended Bound, but no CreateVolume for it succeeded while a grant allowed it"}},
 		{name: "repeat with another source", windows: granted,
-			calls: []CreateCall{call(15, "DeadlineExceeded"), {Time: at(30), Code: "OK", Name: "pvc-1", SnapshotID: "snap-2"}},
+			calls: []CreateCall{call(15, "DeadlineExceeded"), {Time: at(30), Ended: true, Code: "OK", Name: "pvc-1", SnapshotID: "snap-2"}},
 			want:  []string{"with another source"}},
+		{name: "first call still running when the repeats came", windows: granted,
+			calls: []CreateCall{{Time: at(15), Name: "pvc-1"}, call(25, "Aborted"), call(26, "Aborted")}, repeats: 2},
 		{name: "granted again", windows: []GrantWindow{{Created: at(10), Revoked: at(20)}, {Created: at(40)}},
 			calls: []CreateCall{call(15, "Unavailable"), call(41, "OK")}, bound: true},
 	}
@@ -56,5 +60,24 @@ func TestGrantFindings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCallSet: calls read from the call log (when they end) and from the
+// arrival log join by name and arrival time, in arrival order.
+func TestCallSet(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cs := CallSet{}
+	// The call log lists the quick repeat before the slow first call.
+	cs.Add(CreateCall{Time: t0.Add(10 * time.Second), Name: "pvc-1", Ended: true, Code: "Aborted"})
+	cs.Add(ArrivedCreateCalls([]csidriver.ArrivalRecord{
+		{Time: t0, Method: "CreateVolume", Name: "pvc-1"},
+		{Time: t0.Add(10 * time.Second), Method: "CreateVolume", Name: "pvc-1"},
+		{Time: t0, Method: "DeleteVolume"},
+	})...)
+	cs.Add(CreateCall{Time: t0, Name: "pvc-1", Ended: true, Code: "OK", SnapshotID: "s"})
+	got := cs.Of("pvc-1")
+	if len(got) != 2 || !got[0].Time.Equal(t0) || got[0].Code != "OK" || !got[0].Ended || got[1].Code != "Aborted" || !got[1].Ended {
+		t.Errorf("calls = %+v, want the OK call first, then the Aborted one, both ended", got)
 	}
 }

@@ -72,10 +72,10 @@ type checker struct {
 	// fault is the index of the fault being injected now, -1 between.
 	fault int
 
-	// The driver's call log, read on from logOffset; calls are our claims'
-	// CreateVolume calls by volume name.
-	logOffset int64
-	calls     map[string][]invariants.CreateCall
+	// The driver's call and arrival logs, read on from where the last
+	// check stopped; calls are our claims' CreateVolume calls.
+	callLog, arrivalLog tail
+	calls               invariants.CallSet
 	// lostSince is when each lost volume or snapshot was first seen: a
 	// finding that one survey makes and the next does not is a race of
 	// the survey, not a loss.
@@ -86,7 +86,8 @@ type checker struct {
 }
 
 func newChecker(r *run) *checker {
-	return &checker{r: r, seen: map[string]bool{}, fault: -1, calls: map[string][]invariants.CreateCall{}, lostSince: map[string]time.Time{}}
+	return &checker{r: r, seen: map[string]bool{}, fault: -1, calls: invariants.CallSet{}, lostSince: map[string]time.Time{},
+		callLog: tail{path: r.bed.bed.DriverCallLogPath()}, arrivalLog: tail{path: r.bed.bed.DriverArrivalLogPath()}}
 }
 
 func (c *checker) setFault(i int) {
@@ -152,25 +153,50 @@ func (c *checker) once(ctx context.Context, final bool) error {
 	return nil
 }
 
-// readCalls reads the call log's new complete lines.
-func (c *checker) readCalls() error {
-	f, err := os.Open(c.r.bed.bed.DriverCallLogPath())
+// tail reads a log on from where it stopped, whole lines only.
+type tail struct {
+	path   string
+	offset int64
+}
+
+// next returns the complete lines written since the last call.
+func (t *tail) next() ([]byte, error) {
+	f, err := os.Open(t.path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
-	c.mu.Lock()
-	off := c.logOffset
-	c.mu.Unlock()
-	data, err := io.ReadAll(io.NewSectionReader(f, off, 1<<40))
+	data, err := io.ReadAll(io.NewSectionReader(f, t.offset, 1<<40))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	end := bytes.LastIndexByte(data, '\n')
 	if end < 0 {
-		return nil
+		return nil, nil
 	}
-	recs, err := csidriver.ParseCallLog(bytes.NewReader(data[:end+1]))
+	t.offset += int64(end + 1)
+	return data[:end+1], nil
+}
+
+// readCalls reads the new lines of the driver's arrival and call logs. The
+// arrival log shows a call from its start: the call log only once it ended,
+// and never a call that died with the driver.
+func (c *checker) readCalls() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	arrived, err := c.arrivalLog.next()
+	if err != nil {
+		return err
+	}
+	arrivals, err := csidriver.ParseArrivals(bytes.NewReader(arrived))
+	if err != nil {
+		return err
+	}
+	ended, err := c.callLog.next()
+	if err != nil {
+		return err
+	}
+	recs, err := csidriver.ParseCallLog(bytes.NewReader(ended))
 	if err != nil {
 		return err
 	}
@@ -178,18 +204,12 @@ func (c *checker) readCalls() error {
 	if err != nil {
 		return err
 	}
+	calls = append(invariants.ArrivedCreateCalls(arrivals), calls...)
 	c.r.w.mu.Lock()
-	mine := map[string]bool{}
+	defer c.r.w.mu.Unlock()
 	for _, call := range calls {
-		mine[call.Name] = c.r.w.byVolume[call.Name] != nil
-	}
-	c.r.w.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.logOffset = off + int64(end+1)
-	for _, call := range calls {
-		if mine[call.Name] {
-			c.calls[call.Name] = append(c.calls[call.Name], call)
+		if c.r.w.byVolume[call.Name] != nil {
+			c.calls.Add(call)
 		}
 	}
 	return nil
@@ -211,8 +231,8 @@ func (c *checker) checkGrants(state *invariants.State, final bool) (repeats int)
 	}
 	c.mu.Lock()
 	byName := map[string][]invariants.CreateCall{}
-	for name, calls := range c.calls {
-		byName[name] = append([]invariants.CreateCall(nil), calls...)
+	for name := range c.calls {
+		byName[name] = c.calls.Of(name)
 	}
 	c.mu.Unlock()
 	for name, calls := range byName {

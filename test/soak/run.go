@@ -15,6 +15,7 @@ package soak
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -76,6 +77,9 @@ func Run(ctx context.Context, bed *cluster.Cluster, cfg Config) (*Report, error)
 	r := &run{cfg: cfg, plan: plan, bed: bc, w: w}
 	r.check = newChecker(r)
 
+	if _, err := os.Stat(bed.DriverArrivalLogPath()); err != nil {
+		return nil, fmt.Errorf("the bed's driver writes no arrival log (%v): the bed predates it; restart it with `make cluster-down cluster-up`", err)
+	}
 	if err := w.removeLeftovers(ctx); err != nil {
 		return nil, err
 	}

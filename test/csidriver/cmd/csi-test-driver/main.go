@@ -26,6 +26,7 @@ func main() {
 		topology        = flag.String("topology", "", "accessible topology of all volumes, key=value[,key2=value2]")
 		capacity        = flag.String("capacity", csidriver.DefaultCapacity, "total capacity reported by GetCapacity, as a resource quantity")
 		logFile         = flag.String("log-file", "", "file receiving one JSON line per gRPC call (default: stderr)")
+		arrivalLog      = flag.String("arrival-log", "", "optional file receiving one JSON line per gRPC call when it arrives")
 		controlEndpoint = flag.String("control-endpoint", "", "optional loopback host:port of the HTTP control API")
 		volumeIDPrefix  = flag.String("volume-id-prefix", "", "prefix of every volume ID handed out and expected, e.g. projects/UNSPECIFIED/zones/UNSPECIFIED/disks/ to serve as pd.csi.storage.gke.io for a CSI migration test")
 		delays          = map[string]time.Duration{}
@@ -36,7 +37,7 @@ func main() {
 	klog.InitFlags(nil)
 	flag.Parse()
 
-	if err := run(*endpoint, *dataDir, *driverName, *nodeID, *topology, *capacity, *logFile, *controlEndpoint, *volumeIDPrefix, delays); err != nil {
+	if err := run(*endpoint, *dataDir, *driverName, *nodeID, *topology, *capacity, *logFile, *arrivalLog, *controlEndpoint, *volumeIDPrefix, delays); err != nil {
 		klog.ErrorS(err, "csi-test-driver failed")
 		klog.Flush()
 		os.Exit(1)
@@ -44,7 +45,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, controlEndpoint, volumeIDPrefix string, delays map[string]time.Duration) error {
+func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, arrivalLog, controlEndpoint, volumeIDPrefix string, delays map[string]time.Duration) error {
 	if endpoint == "" || dataDir == "" {
 		return fmt.Errorf("--endpoint and --data-dir are required")
 	}
@@ -61,6 +62,15 @@ func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, con
 		defer f.Close()
 		callLog = f
 	}
+	var arrivals io.Writer
+	if arrivalLog != "" {
+		f, err := os.OpenFile(arrivalLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("--arrival-log: %w", err)
+		}
+		defer f.Close()
+		arrivals = f
+	}
 
 	d, err := csidriver.New(csidriver.Config{
 		DriverName:      driverName,
@@ -69,6 +79,7 @@ func run(endpoint, dataDir, driverName, nodeID, topology, capacity, logFile, con
 		Topology:        topo,
 		Capacity:        capacity,
 		CallLog:         callLog,
+		ArrivalLog:      arrivals,
 		Delays:          delays,
 		Endpoint:        endpoint,
 		ControlEndpoint: controlEndpoint,
