@@ -97,10 +97,11 @@ test-e2e:
 test-soak:
 	$(GO) run ./test/soak/cmd/soak -short $(SOAK_ARGS)
 
-# test: unit tests first, then e2e (sequential even under make -j). The
-# short soak (test-soak) joins once its figures are in docs/reliability.md.
+# test: unit tests first, then e2e, then the short soak (sequential even
+# under make -j).
 test: verify test-unit
 	$(MAKE) test-e2e
+	$(MAKE) test-soak
 
 # demo: the README's first command: bring the bed up (it builds the sidecar and
 # the test driver) and run the prod → dev story.
