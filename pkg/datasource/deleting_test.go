@@ -8,6 +8,8 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/crossns/external-provisioner/pkg/referencegrant"
 )
 
 const protectionFinalizer = "provisioner.storage.kubernetes.io/cloning-protection"
@@ -72,5 +74,61 @@ func TestSourceBeingDeleted(t *testing.T) {
 				wantFailure(t, err, Invalid, reasonSourceBeingDeleted)
 			})
 		}
+	}
+}
+
+// TestSnapshotBeingDeletedHeldBySnapshotController: a restore of the
+// snapshot's own namespace made before the delete may use the snapshot while
+// the stock snapshot-controller holds it for that claim (its own
+// source-protection finalizer), even without the sidecar's protection: the
+// sidecar had not got to the claim before the delete, and no finalizer can
+// be added to an object being deleted. Refusing it left claim and snapshot
+// stuck (found by the soak harness).
+func TestSnapshotBeingDeletedHeldBySnapshotController(t *testing.T) {
+	deletedAt := metav1.NewTime(time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC))
+	before, after := metav1.NewTime(deletedAt.Add(-time.Second)), metav1.NewTime(deletedAt.Add(time.Second))
+	tests := []struct {
+		name       string
+		finalizers []string
+		claimNS    string
+		claimAt    metav1.Time
+		wantOK     bool
+	}{
+		{name: "same-namespace restore made before the delete", finalizers: []string{SnapshotControllerSourceFinalizer}, claimNS: "prod", claimAt: before, wantOK: true},
+		{name: "made after the delete", finalizers: []string{SnapshotControllerSourceFinalizer}, claimNS: "prod", claimAt: after},
+		{name: "the controller holds it no more", finalizers: []string{"snapshot.storage.kubernetes.io/volumesnapshot-bound-protection"}, claimNS: "prod", claimAt: before},
+		{name: "another namespace's restore: the controller does not hold it for that", finalizers: []string{SnapshotControllerSourceFinalizer}, claimNS: "dev", claimAt: before},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := readySnapshot("prod", "nightly", func(s *snapshotv1.VolumeSnapshot) {
+				s.DeletionTimestamp = &deletedAt
+				s.Finalizers = tc.finalizers
+			})
+			r, _ := newResolver(t, world{snapshots: []*snapshotv1.VolumeSnapshot{snap}, contents: []*snapshotv1.VolumeSnapshotContent{contentOf(snap)}})
+			r.Held = finalizerHolder{}
+			sourceNS := ""
+			if tc.claimNS != "prod" {
+				sourceNS = "prod"
+				grants := referencegrant.NewFake()
+				grants.Allow(referencegrant.Reference{FromKind: ClaimKind, FromNamespace: tc.claimNS,
+					ToGroup: SnapshotGroup, ToKind: SnapshotKind, ToNamespace: "prod", ToName: "nightly"}, "g")
+				r.CrossNamespace, r.Grants = true, grants
+			}
+			claim := pendingClaim(tc.claimNS, "copy", SnapshotKind, sourceNS, "nightly")
+			if sourceNS == "" {
+				// kube-apiserver copies a same-namespace dataSourceRef to dataSource.
+				claim.Spec.DataSource = &v1.TypedLocalObjectReference{APIGroup: claim.Spec.DataSourceRef.APIGroup, Kind: SnapshotKind, Name: "nightly"}
+			}
+			claim.CreationTimestamp = tc.claimAt
+			_, err := r.Resolve(claim, Request{Bytes: gi, Mode: v1.PersistentVolumeFilesystem})
+			if tc.wantOK {
+				if err != nil {
+					t.Fatalf("Resolve() = %v, want the snapshot usable", err)
+				}
+				return
+			}
+			wantFailure(t, err, Invalid, reasonSourceBeingDeleted)
+		})
 	}
 }

@@ -3,6 +3,7 @@ package datasource
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -23,6 +24,13 @@ import (
 // a Filesystem volume be restored as Block (or the reverse) when the
 // conversion guard is on. Only someone who can edit contents (an admin) sets it.
 const AllowVolumeModeChangeAnnotation = "snapshot.storage.kubernetes.io/allow-volume-mode-change"
+
+// SnapshotControllerSourceFinalizer is the stock snapshot-controller's
+// finalizer on a VolumeSnapshot that a Pending claim of its own namespace
+// restores from (spec.dataSource): while such a claim waits, the controller
+// keeps the snapshot and its content, also when the snapshot's deletion was
+// requested. Not the sidecar's protection finalizer (pkg/protection).
+const SnapshotControllerSourceFinalizer = "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection"
 
 // Request describes the volume being provisioned, as far as a source cares.
 type Request struct {
@@ -293,7 +301,25 @@ func (r *Resolver) usableWhileDeleted(claim *v1.PersistentVolumeClaim, source me
 	if deleted == nil {
 		return true
 	}
-	return r.Held != nil && r.Held.Holds(source) && ClaimedBeforeDelete(claim, deleted)
+	if !ClaimedBeforeDelete(claim, deleted) {
+		return false
+	}
+	return (r.Held != nil && r.Held.Holds(source)) || heldBySnapshotController(claim, source)
+}
+
+// heldBySnapshotController reports whether the stock snapshot-controller
+// holds source, a VolumeSnapshot being deleted, for claim: a restore of the
+// snapshot's own namespace (spec.dataSource) while its
+// SnapshotControllerSourceFinalizer is on the snapshot. That is the guarantee
+// protection gives, for a claim the sidecar did not get to protect before
+// the delete (no finalizer can be added to an object being deleted): refusing
+// it would leave both stuck, since the controller keeps the snapshot for as
+// long as the claim waits (found by the soak harness).
+func heldBySnapshotController(claim *v1.PersistentVolumeClaim, source metav1.Object) bool {
+	snap, ok := source.(*snapshotv1.VolumeSnapshot)
+	ds := claim.Spec.DataSource
+	return ok && snap.Namespace == claim.Namespace && ds != nil && ds.APIGroup != nil && *ds.APIGroup == SnapshotGroup &&
+		ds.Kind == SnapshotKind && ds.Name == snap.Name && slices.Contains(snap.Finalizers, SnapshotControllerSourceFinalizer)
 }
 
 // ClaimedBeforeDelete reports whether claim was made before its source's

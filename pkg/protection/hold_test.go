@@ -211,3 +211,27 @@ func TestNoReleaseFromUnsyncedSnapshotCache(t *testing.T) {
 		t.Fatalf("content written (%v, %v) from an unsynced cache", p, d)
 	}
 }
+
+// TestProtectSnapshotBeingDeleted: a snapshot whose delete was requested
+// before the sidecar protected it cannot get a finalizer any more (the API
+// refuses new finalizers on an object being deleted); the resolver lets only
+// a restore the stock snapshot-controller holds it for through, and Protect
+// then holds its content without writing the snapshot.
+func TestProtectSnapshotBeingDeleted(t *testing.T) {
+	snap := boundSnapshot("prod", "nightly", "c1", datasource.SnapshotControllerSourceFinalizer)
+	now := metav1.Now()
+	snap.DeletionTimestamp = &now
+	f := newFixture(t, true, snap, content("c1", "prod", "nightly", snapshotv1.VolumeSnapshotContentDelete, nil))
+	src := &datasource.Source{Ref: datasource.Ref{Group: datasource.SnapshotGroup, Kind: datasource.SnapshotKind, Namespace: "prod", Name: "nightly"}, Object: snap}
+	if err := f.c.Protect(context.Background(), nil, src); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range f.snapClient.Actions() {
+		if a.GetResource().Resource == "volumesnapshots" && a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			t.Errorf("the snapshot being deleted was written: %s", a.GetVerb())
+		}
+	}
+	if patches, _ := f.contentWrites(t); len(patches) != 1 {
+		t.Errorf("content patches %v, want the hold", patches)
+	}
+}

@@ -367,8 +367,13 @@ func (c *Controller) Protect(ctx context.Context, claim *v1.PersistentVolumeClai
 	if c.isProtected(key, m.GetUID()) {
 		return nil
 	}
-	if err := c.addFinalizer(ctx, src.Kind, key, m); err != nil {
-		return err
+	// No finalizer can be added to an object being deleted. The resolver
+	// lets a claim use such a source only while a finalizer holds it: ours,
+	// or the stock snapshot-controller's for a restore of its namespace.
+	if m.GetDeletionTimestamp() == nil || hasFinalizer(m, src.Kind) {
+		if err := c.addFinalizer(ctx, src.Kind, key, m); err != nil {
+			return err
+		}
 	}
 	if src.IsSnapshot() {
 		if err := c.holdContent(ctx, claim, src); err != nil {
