@@ -344,15 +344,6 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 	if crossNamespace {
 		resolver.Grants = grants
 	}
-	// Always wired, gate on or off: a share-from claim is refused rather
-	// than given a volume of its own, and volumes shared earlier keep their
-	// source held and are never deleted under their subordinates.
-	sharer, err := sharing.New(sharing.Config{DriverName: driverName, Enabled: sharingEnabled, Client: client,
-		Claims: claimInformer, Volumes: factory.Core().V1().PersistentVolumes(), Grants: grantChecker,
-		Requeue: requeueInformer, Recorder: recorder})
-	if err != nil {
-		return fmt.Errorf("creating the volume sharing controller: %w", err)
-	}
 
 	// Topology is used when the driver has it and the Topology gate is on.
 	withTopology := pluginCaps[csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS] && features.Enabled(features.Topology)
@@ -377,6 +368,19 @@ func run(ctx context.Context, cfg standardflags.SidecarConfiguration) error {
 			return err
 		}
 		nodes, csiNodes = node.Listers()
+	}
+	// Always wired, gate on or off: a share-from claim is refused rather
+	// than given a volume of its own, and volumes shared earlier keep their
+	// source held and are never deleted under their subordinates.
+	sharingConfig := sharing.Config{DriverName: driverName, Enabled: sharingEnabled, Client: client,
+		Claims: claimInformer, Volumes: factory.Core().V1().PersistentVolumes(), Grants: grantChecker,
+		Requeue: requeueInformer, Recorder: recorder}
+	if node != nil {
+		sharingConfig.Responsible = node.Accessible
+	}
+	sharer, err := sharing.New(sharingConfig)
+	if err != nil {
+		return fmt.Errorf("creating the volume sharing controller: %w", err)
 	}
 	var capacityFactory informers.SharedInformerFactory
 	var capacityCtrl *capacity.Controller

@@ -269,6 +269,15 @@ func (s *Sharer) sync(ctx context.Context, name string) error {
 	if apierrors.IsNotFound(err) {
 		pv = nil
 	}
+	if pv != nil && s.cfg.Responsible != nil {
+		mine, err := s.cfg.Responsible(pv)
+		if err != nil {
+			return fmt.Errorf("deciding whether this instance looks after PersistentVolume %s: %w", name, err)
+		}
+		if !mine {
+			return nil // another node's instance holds, releases and tells
+		}
+	}
 	source := s.sourceClaim(pv)
 	subs, err := byIndex[*v1.PersistentVolume](s.volumeIndex, SharedVolumeIndex, name)
 	if err != nil {

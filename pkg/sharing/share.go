@@ -48,6 +48,12 @@ type Config struct {
 	Requeue Requeuer
 	// Recorder sends the Events of both sides.
 	Recorder record.EventRecorder
+	// Responsible reports whether this process looks after the source PV
+	// (holds, releases, tells): nil, every PV. With --node-deployment it is
+	// nodedeployment.Node.Accessible, so of the instances on every node only
+	// the one on the volume's node acts for it — as for its deletion — and
+	// each Event is sent once (a driver without topology: every instance).
+	Responsible func(*v1.PersistentVolume) (bool, error)
 }
 
 // Sharer decides shares (Share), builds subordinate PVs, holds sources while

@@ -2,6 +2,7 @@ package sharing
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 
@@ -236,5 +237,45 @@ func TestSharedWith(t *testing.T) {
 		if err != nil || !slices.Equal(got, tc.want) {
 			t.Errorf("SharedWith(%s) = %v, %v; want %v", tc.pv.Name, got, err, tc.want)
 		}
+	}
+}
+
+// TestSyncOnlyWhereResponsible: with --node-deployment only the instance on
+// the volume's node holds, releases and tells (Config.Responsible); the
+// others leave the source alone, so Events are not repeated per node.
+func TestSyncOnlyWhereResponsible(t *testing.T) {
+	tests := []struct {
+		name        string
+		responsible func(*v1.PersistentVolume) (bool, error)
+		wantEvents  bool
+		wantErr     bool
+	}{
+		{name: "no filter (one sidecar for the cluster): acts", wantEvents: true},
+		{name: "the volume's node: acts", responsible: func(*v1.PersistentVolume) (bool, error) { return true, nil }, wantEvents: true},
+		{name: "another node: leaves it", responsible: func(*v1.PersistentVolume) (bool, error) { return false, nil }},
+		{name: "cannot tell: retried", responsible: func(*v1.PersistentVolume) (bool, error) { return false, errors.New("bad selector") }, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := consumer("proj-a", "data", boundTo("pvc-uid-proj-a-data"))
+			// Finalizers removed by hand while shared: the responsible
+			// instance puts them back and tells the deleting owner.
+			e := newEnv(t, true, source(deleting), sourceVolume(), a, sub(t, a))
+			e.allow("proj-a")
+			e.s.cfg.Responsible = tc.responsible
+			err := e.s.sync(context.Background(), "pv-ml-data")
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("sync: %v, want error %v", err, tc.wantErr)
+			}
+			held := slices.Contains(e.volume(t, "pv-ml-data").Finalizers, SourceFinalizer)
+			if held != tc.wantEvents {
+				t.Errorf("source PV held = %v, want %v", held, tc.wantEvents)
+			}
+			if tc.wantEvents {
+				e.assertEvents(t, ev("Normal DeletionWaitsForShares datasets/ml-data", "1 claim(s)", "proj-a/data"))
+			} else {
+				e.assertEvents(t)
+			}
+		})
 	}
 }

@@ -370,3 +370,55 @@ func TestRevokingSharingStopsNewShares(t *testing.T) {
 	}
 	requireFiles(t, volumeDir(pv), map[string]string{"a": "b"})
 }
+
+// With the gate turned off after a share was made, a new share is refused
+// (no volume of its own either: that would not be what was asked), while
+// the existing share keeps its volume and still holds the source: deleting
+// the source waits for it as before.
+func TestShareRefusedWithGateOffKeepsExistingShares(t *testing.T) {
+	c := requireBed(t)
+	datasets := createNamespace(t, c, "datasets")
+	files := map[string]string{"ref.txt": "kept"}
+	src := sharedSource(t, c, datasets, corev1.ReadOnlyMany, files)
+	srcClaim, err := c.kube.CoreV1().PersistentVolumeClaims(datasets).Get(testContext(t), sharedSourceClaim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj := createNamespace(t, c, "proj")
+	grant(t, c, datasets, "share-proj", proj, "", claimKind, sharedSourceClaim)
+	early := createClaim(t, c, shareClaim(proj, "early", datasets+"/"+sharedSourceClaim, corev1.ReadOnlyMany, sourceSize))
+	sub := requireShare(t, c, src, early, true)
+
+	restartSidecar(t, "--feature-gates=CrossNamespaceVolumeSharing=false")
+	late := createClaim(t, c, shareClaim(proj, "late", datasets+"/"+sharedSourceClaim, corev1.ReadOnlyMany, sourceSize))
+	requireRefused(t, c, late, "CrossNamespaceVolumeSharingDisabled", "CrossNamespaceVolumeSharing=true", shareFromAnn)
+	requirePending(t, c, proj, "late")
+
+	if got := waitBound(t, c, proj, "early"); got.Name != sub.Name {
+		t.Errorf("the existing share is bound to %s, want %s", got.Name, sub.Name)
+	}
+	requireFiles(t, volumeDir(sub), files)
+	deleteClaim(t, c, datasets, sharedSourceClaim)
+	waitEventWith(t, c, datasets, sharedSourceClaim, corev1.EventTypeNormal, "DeletionWaitsForShares", provisionWait, "1 claim(s)", proj+"/early")
+	requireSoftDeleted(t, c, datasets, "pvc-"+string(srcClaim.UID), src)
+
+	deleteClaim(t, c, proj, "late")
+	deleteClaim(t, c, proj, "early")
+	waitClaimGone(t, c, datasets, sharedSourceClaim)
+	waitBackendVolumeGone(t, "pvc-"+string(srcClaim.UID), "the source claim was deleted and its last share is gone")
+}
+
+// A Block claim cannot share a Filesystem volume (nor the other way): the
+// node would stage it as something it is not.
+func TestShareRefusedForVolumeModeMismatch(t *testing.T) {
+	c := requireBed(t)
+	datasets := createNamespace(t, c, "datasets")
+	sharedSource(t, c, datasets, corev1.ReadOnlyMany, nil)
+	proj := createNamespace(t, c, "proj")
+	grant(t, c, datasets, "share-proj", proj, "", claimKind, sharedSourceClaim)
+	pvc := shareClaim(proj, "raw", datasets+"/"+sharedSourceClaim, corev1.ReadOnlyMany, sourceSize)
+	pvc.Spec.VolumeMode = ptr.To(corev1.PersistentVolumeBlock)
+	createClaim(t, c, pvc)
+	requireRefused(t, c, pvc, "ShareRefused", "Filesystem volume", "asks for Block", "volumeMode: Filesystem")
+	requirePending(t, c, proj, "raw")
+}
