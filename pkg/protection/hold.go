@@ -120,14 +120,31 @@ func (c *Controller) warnHoldForbidden(ctx context.Context, claim *v1.Persistent
 // gone or being deleted, the owner asked for the data to go: the content is
 // deleted here (the snapshot-controller never deletes a content whose
 // snapshot is gone), marked so csi-snapshotter deletes the backend snapshot.
+// That takes two writes, so the hold annotation stays on until the content
+// is deleted: a sidecar that stops between them (found by the soak: a
+// leader exiting on a driver restart) leaves the content still indexed as
+// held, and the next leader deletes it; without the annotation nothing would
+// look at it again and the content and its backend snapshot would stay.
 func (c *Controller) releaseContent(ctx context.Context, content *snapshotv1.VolumeSnapshotContent, snapshotGone bool) error {
-	anns := map[string]any{HeldPolicyAnnotation: nil}
-	if snapshotGone {
+	policy := content.Annotations[HeldPolicyAnnotation]
+	deleteIt := snapshotGone && policy == string(snapshotv1.VolumeSnapshotContentDelete)
+	if deleteIt && content.DeletionTimestamp != nil && string(content.Spec.DeletionPolicy) == policy &&
+		content.Annotations[beingDeletedAnnotation] == "yes" {
+		return nil // released and deleted already; csi-snapshotter finishes it
+	}
+	anns := map[string]any{}
+	switch {
+	case deleteIt:
 		anns[beingDeletedAnnotation] = "yes"
+	case snapshotGone:
+		anns[HeldPolicyAnnotation] = nil
+		anns[beingDeletedAnnotation] = "yes"
+	default:
+		anns[HeldPolicyAnnotation] = nil
 	}
 	patch, _ := json.Marshal(map[string]any{
 		"metadata": map[string]any{"annotations": anns, "resourceVersion": content.ResourceVersion},
-		"spec":     map[string]any{"deletionPolicy": content.Annotations[HeldPolicyAnnotation]},
+		"spec":     map[string]any{"deletionPolicy": policy},
 	})
 	contents := c.cfg.SnapClient.SnapshotV1().VolumeSnapshotContents()
 	if _, err := contents.Patch(ctx, content.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -136,13 +153,13 @@ func (c *Controller) releaseContent(ctx context.Context, content *snapshotv1.Vol
 		}
 		return fmt.Errorf("putting back the deletion policy of VolumeSnapshotContent %s: %w", content.Name, err)
 	}
-	logger := klog.FromContext(ctx).WithValues("content", content.Name, "deletionPolicy", content.Annotations[HeldPolicyAnnotation])
-	if !snapshotGone {
+	logger := klog.FromContext(ctx).WithValues("content", content.Name, "deletionPolicy", policy)
+	if !deleteIt {
 		logger.V(4).Info("Released VolumeSnapshotContent")
 		return nil
 	}
-	if content.Annotations[HeldPolicyAnnotation] != string(snapshotv1.VolumeSnapshotContentDelete) {
-		return nil
+	if content.DeletionTimestamp != nil {
+		return nil // deleted already (before this release's patch)
 	}
 	if err := contents.Delete(ctx, content.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting VolumeSnapshotContent %s of a deleted snapshot: %w", content.Name, err)

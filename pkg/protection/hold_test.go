@@ -235,3 +235,45 @@ func TestProtectSnapshotBeingDeleted(t *testing.T) {
 		t.Errorf("content patches %v, want the hold", patches)
 	}
 }
+
+// TestReleaseContentSurvivesStopBetweenWrites: releasing the content of a
+// deleted snapshot takes a patch, then a delete. When the delete does not
+// happen (the soak's long run: the leader exited on a driver restart between
+// the two), the content must still be known as held, so the next attempt —
+// or the next leader — deletes it; before, the patch had removed the hold
+// annotation and the content and its backend snapshot stayed for ever.
+func TestReleaseContentSurvivesStopBetweenWrites(t *testing.T) {
+	f := newFixture(t, true, content("c1", "prod", "nightly", "Retain", map[string]string{HeldPolicyAnnotation: "Delete"}))
+	failDelete := true
+	f.snapClient.PrependReactor("delete", "volumesnapshotcontents", func(clienttesting.Action) (bool, runtime.Object, error) {
+		if failDelete {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
+	ctx := context.Background()
+	if err := f.c.sync(ctx, "VolumeSnapshot/prod/nightly"); err == nil {
+		t.Fatal("sync succeeded although the content could not be deleted; want an error, so it is retried")
+	}
+	got, err := f.snapClient.SnapshotV1().VolumeSnapshotContents().Get(ctx, "c1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations[HeldPolicyAnnotation] != "Delete" || got.Annotations[beingDeletedAnnotation] != "yes" || got.Spec.DeletionPolicy != "Delete" {
+		t.Fatalf("after the patch: annotations %v, policy %s; want still held, marked being deleted, policy Delete", got.Annotations, got.Spec.DeletionPolicy)
+	}
+	// A new leader starts from the stored content.
+	if err := f.c.snapshots.Load().contentIndex.Update(got); err != nil {
+		t.Fatal(err)
+	}
+	if held := f.c.heldContents("prod", "nightly"); len(held) != 1 {
+		t.Fatalf("held contents %d after the stop, want 1 (nothing else would ever delete it)", len(held))
+	}
+	failDelete = false
+	if err := f.c.sync(ctx, "VolumeSnapshot/prod/nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.snapClient.SnapshotV1().VolumeSnapshotContents().Get(ctx, "c1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("content after the second release: %v, want it deleted", err)
+	}
+}
