@@ -7,6 +7,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +22,8 @@ import (
 // attempt that fails before the call (the source went away, topology) must
 // not tell the loop "finished" while the first call may still be running:
 // the loop would forget the claim and a volume would belong to nobody. The
-// recorded call is settled first (repeated, its volume deleted); while the
+// recorded call is settled first (repeated without its source, its volume
+// deleted); while the
 // driver is still busy the claim stays in flight.
 func TestNeverFinishedWhileACallMayRun(t *testing.T) {
 	volID := "vol-" + pvName
@@ -79,8 +81,12 @@ func TestNeverFinishedWhileACallMayRun(t *testing.T) {
 			if _, ok := e.p.Records.Get(claim.UID); ok != tc.wantRecord {
 				t.Errorf("record kept = %v, want %v", ok, tc.wantRecord)
 			}
-			if len(e.csi.creates) != 2 || !protoEqual(e.csi.creates[0], e.csi.creates[1]) {
-				t.Errorf("want the recorded request repeated once, got %d calls", len(e.csi.creates))
+			// Settled: the recorded request without its source (nothing is
+			// provisioned from it).
+			want := proto.Clone(e.csi.creates[0]).(*csi.CreateVolumeRequest)
+			want.VolumeContentSource = nil
+			if len(e.csi.creates) != 2 || !protoEqual(want, e.csi.creates[1]) {
+				t.Errorf("want the recorded request repeated once without its source, got %v", e.csi.creates)
 			}
 		})
 	}
@@ -183,4 +189,65 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestSettleRepeatsWithoutSource: a call with a data source is settled by
+// asking the driver without the source, so a call that never reached the
+// driver (the sidecar stopped after the record; found by the soak) makes an
+// empty volume, never a copy for a claim that may not have the data. A
+// driver that matches sources on a repeat answers AlreadyExists: the volume
+// exists, and the exact repeat returns it.
+func TestSettleRepeatsWithoutSource(t *testing.T) {
+	recorded := &csi.CreateVolumeRequest{Name: "pvc-x", CapacityRange: &csi.CapacityRange{RequiredBytes: 1},
+		VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+			Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: "snap-prod"}}}}
+	sourceless := proto.Clone(recorded).(*csi.CreateVolumeRequest)
+	sourceless.VolumeContentSource = nil
+	tests := []struct {
+		name        string
+		answers     []createFunc
+		wantCreates []*csi.CreateVolumeRequest
+		wantDeletes []string
+		wantErr     string
+		wantRecord  bool
+	}{
+		{name: "made or not, the volume of that name is returned and deleted",
+			answers: []createFunc{createOK()}, wantCreates: []*csi.CreateVolumeRequest{sourceless}, wantDeletes: []string{"vol-pvc-x"}},
+		{name: "the driver matches sources: the exact repeat returns the volume the call made",
+			answers:     []createFunc{createFails(codes.AlreadyExists), createOK()},
+			wantCreates: []*csi.CreateVolumeRequest{sourceless, recorded}, wantDeletes: []string{"vol-pvc-x"}},
+		{name: "AlreadyExists to the exact request too: not ours, the record stays",
+			answers:     []createFunc{createFails(codes.AlreadyExists), createFails(codes.AlreadyExists)},
+			wantCreates: []*csi.CreateVolumeRequest{sourceless, recorded}, wantErr: "delete the volume by hand", wantRecord: true},
+		{name: "the recorded call is still running: the record stays",
+			answers: []createFunc{createFails(codes.Aborted)}, wantCreates: []*csi.CreateVolumeRequest{sourceless},
+			wantErr: "still running", wantRecord: true},
+		{name: "refused: nothing made under that name",
+			answers: []createFunc{createFails(codes.InvalidArgument)}, wantCreates: []*csi.CreateVolumeRequest{sourceless}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if err := e.p.Records.Add(context.Background(), inflight.Record{ClaimUID: "x", Namespace: "dev", Claim: "gone", PVName: "pvc-x", Request: recorded}); err != nil {
+				t.Fatal(err)
+			}
+			e.csi.script = tc.answers
+			err := e.p.Settle(context.Background(), mustGet(t, e.p.Records, "x"))
+			assertErr(t, err, tc.wantErr)
+			if len(e.csi.creates) != len(tc.wantCreates) {
+				t.Fatalf("CreateVolume calls %v, want %v", e.csi.creates, tc.wantCreates)
+			}
+			for i, want := range tc.wantCreates {
+				if !protoEqual(e.csi.creates[i], want) {
+					t.Errorf("CreateVolume #%d %v, want %v", i, e.csi.creates[i], want)
+				}
+			}
+			if got := e.csi.deletedIDs(); !equalStrings(got, tc.wantDeletes) {
+				t.Errorf("deleted %v, want %v", got, tc.wantDeletes)
+			}
+			if _, ok := e.p.Records.Get("x"); ok != tc.wantRecord {
+				t.Errorf("record kept = %v, want %v", ok, tc.wantRecord)
+			}
+		})
+	}
 }

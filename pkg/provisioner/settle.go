@@ -24,11 +24,22 @@ func (p *Provisioner) Settle(ctx context.Context, r inflight.Record) error {
 }
 
 // settle ends the recorded call of a claim that will not get its volume: it
-// repeats the same (idempotent) CreateVolume to learn what the driver made,
-// deletes it and removes the record. It returns the deleted volume's handle
-// ("" when the driver made nothing). An error leaves the record in place:
-// the driver is still busy or unreachable, and the caller tries again later.
-// The caller holds the claim's lock.
+// asks the driver, with the same (idempotent) CreateVolume, what the call
+// made, deletes it and removes the record. It returns the deleted volume's
+// handle ("" when the driver made nothing). An error leaves the record in
+// place: the driver is still busy or unreachable, and the caller tries again
+// later. The caller holds the claim's lock.
+//
+// The repeat leaves out the data source: the claim is being settled because
+// it may not have the data (a grant revoked, the claim or source gone), and
+// the recorded call may never have reached the driver (the sidecar stopped
+// between the record and the call; found by the soak). Without a source the
+// driver either returns the volume the recorded call made (CSI spec,
+// CreateVolume: a repeat is matched on name, capacity, capabilities and
+// parameters) or makes an empty one — no copy of the source is ever made
+// for a claim that may not have it. A driver that also matches the source
+// answers AlreadyExists: the volume exists, so the exact repeat only
+// returns it.
 func (p *Provisioner) settle(ctx context.Context, uid types.UID) (string, error) {
 	r, ok := p.Records.Get(uid)
 	if !ok {
@@ -49,9 +60,18 @@ func (p *Provisioner) settle(ctx context.Context, uid types.UID) (string, error)
 			req.Secrets = secrets
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, p.Timeout)
-	resp, err := p.CSI.CreateVolume(cctx, req)
-	cancel()
+	probe := req
+	if req.VolumeContentSource != nil {
+		probe = proto.Clone(req).(*csi.CreateVolumeRequest)
+		probe.VolumeContentSource = nil
+	}
+	resp, err := p.repeatCreate(ctx, probe)
+	if status.Code(err) == codes.AlreadyExists && probe != req {
+		// The driver matches sources too, and a volume of that name exists:
+		// the recorded call made it. The exact repeat returns it.
+		logger.V(2).Info("Repeated CreateVolume without its source answers AlreadyExists; repeating it as recorded", "volume", req.Name)
+		resp, err = p.repeatCreate(ctx, req)
+	}
 	if err != nil {
 		if createFailure(err, false) == inFlight {
 			return "", fmt.Errorf("CreateVolume %q is still running in the driver: %w", req.Name, err)
@@ -78,6 +98,13 @@ func (p *Provisioner) settle(ctx context.Context, uid types.UID) (string, error)
 	p.Records.Remove(uid)
 	logger.Info("Deleted a volume that no PV will own", "volumeHandle", id, "volume", req.Name)
 	return id, nil
+}
+
+// repeatCreate is one CreateVolume of settle, within the operation timeout.
+func (p *Provisioner) repeatCreate(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	return p.CSI.CreateVolume(cctx, req)
 }
 
 // discard deletes a volume the driver made that no PV will own (wrong size,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -421,4 +422,59 @@ func TestShareRefusedForVolumeModeMismatch(t *testing.T) {
 	createClaim(t, c, pvc)
 	requireRefused(t, c, pvc, "ShareRefused", "Filesystem volume", "asks for Block", "volumeMode: Filesystem")
 	requirePending(t, c, proj, "raw")
+}
+
+// Expanding a share would resize the volume of every claim sharing it: the
+// share's PV names an expand secret that does not exist (where
+// external-resizer and kubelet stop; the bed runs neither, so what they
+// would read is checked), and both claims are told. The class allows
+// expansion, so kube-apiserver accepts the request.
+func TestShareExpansionRefused(t *testing.T) {
+	c := requireBed(t)
+	ctx := testContext(t)
+	datasets := createNamespace(t, c, "datasets")
+	src := sharedSource(t, c, datasets, corev1.ReadWriteMany, nil)
+	proj := createNamespace(t, c, "proj")
+	grant(t, c, datasets, "share-proj", proj, "", claimKind, sharedSourceClaim)
+	className := bedName(proj, "expandable")
+	if _, err := c.kube.StorageV1().StorageClasses().Create(ctx, &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: className}, Provisioner: driverName, AllowVolumeExpansion: ptr.To(true),
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.kube.StorageV1().StorageClasses().Delete(context.Background(), className, metav1.DeleteOptions{})
+	})
+	pvc := shareClaim(proj, "data", datasets+"/"+sharedSourceClaim, corev1.ReadWriteMany, sourceSize)
+	pvc.Spec.StorageClassName = ptr.To(className)
+	createClaim(t, c, pvc)
+	sub := requireShare(t, c, src, pvc, false)
+
+	refusal := &corev1.SecretReference{Namespace: datasets, Name: "shared-volume-expansion-refused"}
+	for what, ref := range map[string]*corev1.SecretReference{
+		"controller-expand": sub.Spec.CSI.ControllerExpandSecretRef, "node-expand": sub.Spec.CSI.NodeExpandSecretRef,
+	} {
+		if ref == nil || *ref != *refusal {
+			t.Errorf("share PV %s %s secret %v, want %v (the resizer stops there)", sub.Name, what, ref, refusal)
+		}
+	}
+	if _, err := c.kube.CoreV1().Secrets(datasets).Get(ctx, refusal.Name, metav1.GetOptions{}); err == nil {
+		t.Errorf("secret %s/%s exists: expansion of a share would not be refused", refusal.Namespace, refusal.Name)
+	}
+
+	patch := `{"spec":{"resources":{"requests":{"storage":"2Mi"}}}}`
+	if _, err := c.kube.CoreV1().PersistentVolumeClaims(proj).Patch(ctx, "data", "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("asking to expand the share: %v", err)
+	}
+	waitEventWith(t, c, proj, "data", corev1.EventTypeWarning, "SharedVolumeExpansionRefused", provisionWait,
+		"2Mi", datasets+"/"+sharedSourceClaim, "shared-volume-expansion-refused")
+	waitEventWith(t, c, datasets, sharedSourceClaim, corev1.EventTypeWarning, "SharedVolumeExpansionRefused", provisionWait,
+		proj+"/data", "2Mi")
+	got, err := c.kube.CoreV1().PersistentVolumes().Get(ctx, sub.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size := got.Spec.Capacity[corev1.ResourceStorage]; size.Cmp(resource.MustParse(sourceSize)) != 0 {
+		t.Errorf("share PV capacity %s after the refused expansion, want %s", size.String(), sourceSize)
+	}
 }

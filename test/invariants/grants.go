@@ -153,6 +153,8 @@ func (c CrossClaim) windows() string {
 //
 //   - the first call starts inside a grant window (from the grant's creation
 //     until RevocationSlack after its revocation);
+//   - calls that ended without a content source are not counted (they
+//     copy nothing: the sidecar settles a call without its source);
 //   - a later call outside every window repeats the request of an earlier
 //     call made inside one (compared when both ended; calls are in arrival
 //     order, see CallSet): the sidecar repeats a call that may still run in
@@ -170,6 +172,16 @@ func GrantFindings(c CrossClaim, calls []CreateCall, final, bound bool) (finding
 	owner := Owner{Who: c.Who, What: what}
 	authorized := false
 	okInside := false
+	var sourced []CreateCall
+	for _, call := range calls {
+		// A call that ended without a content source read nothing of the
+		// source: the sidecar settles a call that way (no copy for a claim
+		// that may not have the data).
+		if !call.Ended || call.SnapshotID != "" || call.VolumeID != "" {
+			sourced = append(sourced, call)
+		}
+	}
+	calls = sourced
 	for i, call := range calls {
 		inside := c.covered(call.Time)
 		switch {

@@ -41,6 +41,10 @@ func TestGrantFindings(t *testing.T) {
 			want:  []string{"with another source"}},
 		{name: "first call still running when the repeats came", windows: granted,
 			calls: []CreateCall{{Time: at(15), Name: "pvc-1"}, call(25, "Aborted"), call(26, "Aborted")}, repeats: 2},
+		{name: "settled without its source, the recorded call never arrived", windows: granted,
+			calls: []CreateCall{{Time: at(30), Ended: true, Code: "OK", Name: "pvc-1"}}},
+		{name: "settled without its source after the authorized call", windows: granted,
+			calls: []CreateCall{call(15, "DeadlineExceeded"), {Time: at(30), Ended: true, Code: "OK", Name: "pvc-1"}}},
 		{name: "granted again", windows: []GrantWindow{{Created: at(10), Revoked: at(20)}, {Created: at(40)}},
 			calls: []CreateCall{call(15, "Unavailable"), call(41, "OK")}, bound: true},
 	}
