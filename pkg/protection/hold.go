@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	v1 "k8s.io/api/core/v1"
@@ -21,6 +22,15 @@ const (
 	// policy it had before this sidecar held it at Retain while restores
 	// from its snapshot were in flight. Its presence means "held".
 	HeldPolicyAnnotation = "provisioner.crossns.io/held-deletion-policy"
+	// HeldContentFinalizer is on a VolumeSnapshotContent while it is held.
+	// Retain alone stops csi-snapshotter from deleting the backend snapshot,
+	// but not the snapshot-controller from deleting the content: a delete
+	// decided from its cache just before the hold landed (the snapshot being
+	// deleted with a cross-namespace restore starting) removed the content,
+	// held at Retain, and left the backend snapshot for ever (found by the
+	// soak). With the finalizer the content stays until the release has put
+	// its policy back and csi-snapshotter has deleted the backend snapshot.
+	HeldContentFinalizer = "provisioner.crossns.io/held-content-protection"
 	// beingDeletedAnnotation is external-snapshotter's: csi-snapshotter deletes
 	// the backend snapshot of a deleted content only when it is set.
 	beingDeletedAnnotation = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted"
@@ -87,9 +97,12 @@ func (c *Controller) holdContent(ctx context.Context, claim *v1.PersistentVolume
 	if content.Annotations[HeldPolicyAnnotation] != "" || content.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentDelete {
 		return nil // held already, or Retain keeps the data anyway
 	}
+	if content.DeletionTimestamp != nil {
+		return nil // too late: nothing can be added to an object being deleted
+	}
 	patch, _ := json.Marshal(map[string]any{
 		"metadata": map[string]any{"annotations": map[string]string{HeldPolicyAnnotation: string(content.Spec.DeletionPolicy)},
-			"resourceVersion": content.ResourceVersion},
+			"finalizers": append(slices.Clone(content.Finalizers), HeldContentFinalizer), "resourceVersion": content.ResourceVersion},
 		"spec": map[string]any{"deletionPolicy": snapshotv1.VolumeSnapshotContentRetain},
 	})
 	_, err = c.cfg.SnapClient.SnapshotV1().VolumeSnapshotContents().Patch(ctx, content.Name, types.MergePatchType, patch, metav1.PatchOptions{})
@@ -120,50 +133,71 @@ func (c *Controller) warnHoldForbidden(ctx context.Context, claim *v1.Persistent
 // gone or being deleted, the owner asked for the data to go: the content is
 // deleted here (the snapshot-controller never deletes a content whose
 // snapshot is gone), marked so csi-snapshotter deletes the backend snapshot.
-// That takes two writes, so the hold annotation stays on until the content
-// is deleted: a sidecar that stops between them (found by the soak: a
-// leader exiting on a driver restart) leaves the content still indexed as
-// held, and the next leader deletes it; without the annotation nothing would
-// look at it again and the content and its backend snapshot would stay.
+// The hold (annotation and finalizer) stays until the content is deleted and
+// csi-snapshotter has deleted the backend snapshot (it then clears
+// status.snapshotHandle): a sidecar that stops between the writes (found by
+// the soak: a leader exiting on a driver restart) leaves the content still
+// indexed as held, and the next leader finishes. Each call makes the next
+// step; content updates bring the controller back for the following one.
 func (c *Controller) releaseContent(ctx context.Context, content *snapshotv1.VolumeSnapshotContent, snapshotGone bool) error {
 	policy := content.Annotations[HeldPolicyAnnotation]
-	deleteIt := snapshotGone && policy == string(snapshotv1.VolumeSnapshotContentDelete)
-	if deleteIt && content.DeletionTimestamp != nil && string(content.Spec.DeletionPolicy) == policy &&
-		content.Annotations[beingDeletedAnnotation] == "yes" {
-		return nil // released and deleted already; csi-snapshotter finishes it
-	}
-	anns := map[string]any{}
-	switch {
-	case deleteIt:
-		anns[beingDeletedAnnotation] = "yes"
-	case snapshotGone:
-		anns[HeldPolicyAnnotation] = nil
-		anns[beingDeletedAnnotation] = "yes"
-	default:
-		anns[HeldPolicyAnnotation] = nil
-	}
-	patch, _ := json.Marshal(map[string]any{
-		"metadata": map[string]any{"annotations": anns, "resourceVersion": content.ResourceVersion},
-		"spec":     map[string]any{"deletionPolicy": policy},
-	})
 	contents := c.cfg.SnapClient.SnapshotV1().VolumeSnapshotContents()
-	if _, err := contents.Patch(ctx, content.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("putting back the deletion policy of VolumeSnapshotContent %s: %w", content.Name, err)
-	}
 	logger := klog.FromContext(ctx).WithValues("content", content.Name, "deletionPolicy", policy)
-	if !deleteIt {
+	deleteIt := snapshotGone && policy == string(snapshotv1.VolumeSnapshotContentDelete)
+	marked := string(content.Spec.DeletionPolicy) == policy && content.Annotations[beingDeletedAnnotation] == "yes"
+	switch {
+	case !deleteIt:
+		// One write ends the hold: the policy back, annotation and
+		// finalizer gone (and, for a Retain content of a deleted snapshot,
+		// the mark csi-snapshotter reads).
+		anns := map[string]any{HeldPolicyAnnotation: nil}
+		if snapshotGone {
+			anns[beingDeletedAnnotation] = "yes"
+		}
+		if err := c.patchContent(ctx, content, anns, policy, without(content.Finalizers, HeldContentFinalizer)); err != nil {
+			return err
+		}
 		logger.V(4).Info("Released VolumeSnapshotContent")
 		return nil
-	}
-	if content.DeletionTimestamp != nil {
-		return nil // deleted already (before this release's patch)
+	case !marked:
+		// The policy back and the mark, still held.
+		if err := c.patchContent(ctx, content, map[string]any{beingDeletedAnnotation: "yes"}, policy, content.Finalizers); err != nil {
+			return err
+		}
+		if content.DeletionTimestamp != nil {
+			return nil // csi-snapshotter deletes the backend snapshot now
+		}
+	case content.DeletionTimestamp != nil:
+		if content.Status != nil && content.Status.SnapshotHandle != nil {
+			return nil // csi-snapshotter is deleting the backend snapshot
+		}
+		if err := c.patchContent(ctx, content, map[string]any{HeldPolicyAnnotation: nil}, policy, without(content.Finalizers, HeldContentFinalizer)); err != nil {
+			return err
+		}
+		logger.V(4).Info("Released deleted VolumeSnapshotContent: its backend snapshot is gone")
+		return nil
 	}
 	if err := contents.Delete(ctx, content.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting VolumeSnapshotContent %s of a deleted snapshot: %w", content.Name, err)
 	}
 	logger.Info("Deleted VolumeSnapshotContent of a snapshot deleted while restores were in flight")
+	return nil
+}
+
+// patchContent writes a content's annotations (nil removes one), deletion
+// policy and finalizers, if its resourceVersion is still the one read. A
+// content that is gone needs nothing.
+func (c *Controller) patchContent(ctx context.Context, content *snapshotv1.VolumeSnapshotContent, anns map[string]any, policy string, finalizers []string) error {
+	if finalizers == nil {
+		finalizers = []string{}
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": anns, "finalizers": finalizers, "resourceVersion": content.ResourceVersion},
+		"spec":     map[string]any{"deletionPolicy": policy},
+	})
+	_, err := c.cfg.SnapClient.SnapshotV1().VolumeSnapshotContents().Patch(ctx, content.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing VolumeSnapshotContent %s (deletion policy %s): %w", content.Name, policy, err)
+	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,6 +96,9 @@ func TestProtectHoldsContent(t *testing.T) {
 			}
 			if got.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentRetain || got.Annotations[HeldPolicyAnnotation] != "Delete" {
 				t.Errorf("content policy %s, annotations %v; want Retain with %s=Delete", got.Spec.DeletionPolicy, got.Annotations, HeldPolicyAnnotation)
+			}
+			if !slices.Contains(got.Finalizers, HeldContentFinalizer) {
+				t.Errorf("content finalizers %v, want %s: a delete decided before the hold would drop it", got.Finalizers, HeldContentFinalizer)
 			}
 			// A second claim of the fan-out writes nothing more.
 			if err := f.c.Protect(context.Background(), nil, src); err != nil {
@@ -275,5 +279,71 @@ func TestReleaseContentSurvivesStopBetweenWrites(t *testing.T) {
 	}
 	if _, err := f.snapClient.SnapshotV1().VolumeSnapshotContents().Get(ctx, "c1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("content after the second release: %v, want it deleted", err)
+	}
+}
+
+// TestContentDeletedWhileHeldKeepsItsBackendSnapshot: the snapshot-controller
+// deleted a content from its cache's view just as a restore held it (the
+// long soak: a cross-namespace restore starting while the snapshot was being
+// deleted). csi-snapshotter, seeing Retain, let go of it; the sidecar's
+// finalizer keeps the content, and the release puts Delete back with the mark
+// csi-snapshotter reads, and lets the content go only once csi-snapshotter
+// has deleted the backend snapshot (status.snapshotHandle cleared). Before,
+// the content went at once and the backend snapshot stayed for ever.
+func TestContentDeletedWhileHeldKeepsItsBackendSnapshot(t *testing.T) {
+	held := content("c1", "prod", "nightly", "Retain", map[string]string{HeldPolicyAnnotation: "Delete"})
+	held.Finalizers = []string{HeldContentFinalizer}
+	held.DeletionTimestamp = &metav1.Time{}
+	held.Status = &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: ptr.To("backend-snap-1")}
+	f := newFixture(t, true, held)
+	ctx := context.Background()
+	if err := f.c.sync(ctx, "VolumeSnapshot/prod/nightly"); err != nil {
+		t.Fatal(err)
+	}
+	patches, deletes := f.contentWrites(t)
+	if len(patches) != 1 || len(deletes) != 0 {
+		t.Fatalf("patches %v, deletes %v; want one patch (the policy back, marked), no delete", patches, deletes)
+	}
+	meta := patches[0]["metadata"].(map[string]any)
+	if patches[0]["spec"].(map[string]any)["deletionPolicy"] != "Delete" || meta["annotations"].(map[string]any)[beingDeletedAnnotation] != "yes" {
+		t.Errorf("patch %v: want deletionPolicy Delete and %s=yes, so csi-snapshotter deletes the backend snapshot", patches[0], beingDeletedAnnotation)
+	}
+	if fins, _ := meta["finalizers"].([]any); !slices.Contains(fins, any(HeldContentFinalizer)) {
+		t.Errorf("patch finalizers %v: the content must stay until the backend snapshot is gone", meta["finalizers"])
+	}
+
+	// The content as written; csi-snapshotter has not deleted the backend
+	// snapshot yet: nothing more.
+	got, err := f.snapClient.SnapshotV1().VolumeSnapshotContents().Get(ctx, "c1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.DeletionTimestamp = held.DeletionTimestamp // the fake tracker does not keep it
+	index := f.c.snapshots.Load().contentIndex
+	if err := index.Update(got); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.sync(ctx, "VolumeSnapshot/prod/nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := f.contentWrites(t); len(p) != 1 {
+		t.Fatalf("%d patches while csi-snapshotter still deletes the backend snapshot, want none more", len(p)-1)
+	}
+
+	// csi-snapshotter deleted it and cleared the handle: the hold ends.
+	got = got.DeepCopy()
+	got.Status.SnapshotHandle = nil
+	if err := index.Update(got); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.sync(ctx, "VolumeSnapshot/prod/nightly"); err != nil {
+		t.Fatal(err)
+	}
+	patches, _ = f.contentWrites(t)
+	if len(patches) != 2 {
+		t.Fatalf("patches %v, want the hold removed", patches)
+	}
+	if fins, _ := patches[1]["metadata"].(map[string]any)["finalizers"].([]any); slices.Contains(fins, any(HeldContentFinalizer)) {
+		t.Errorf("finalizers %v after the backend snapshot went, want %s removed", fins, HeldContentFinalizer)
 	}
 }
