@@ -118,7 +118,7 @@ bench: cluster-up
 
 # soak: the long fault and soak run (docs/reliability.md) on this clone's bed,
 # brought up first when it is not running; not part of `make test`: 1,000
-# claims over 50 namespaces, 44 faults, 30-40 minutes on two cores. It runs
+# claims over 50 namespaces, 44 faults, about 22 minutes on two cores. It runs
 # two sidecar replicas with leader election and puts the sidecar back as it
 # was at the end. SOAK_ARGS passes flags, e.g. SOAK_ARGS="-seed 7" to run a
 # printed seed again (`go run ./test/soak/cmd/soak -h` lists them).
